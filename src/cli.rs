@@ -1,0 +1,257 @@
+//! The command line: `serve`, `check` and `demo`. Logs go to stderr.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+
+use crate::config;
+use crate::pipeline::Gateway;
+use crate::snapshot::{self, Compiled};
+use crate::{demo, edge, server};
+
+/// protogate: a REST/JSON edge gateway for gRPC services.
+#[derive(Debug, Parser)]
+#[command(name = "protogate", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway. SIGHUP reloads routes.toml; a bad reload keeps the old config serving.
+    Serve {
+        /// Path of routes.toml.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
+    Check {
+        /// Path of routes.toml.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Run the gateway together with the built-in example Bookstore gRPC service.
+    Demo {
+        /// Path of routes.toml (its `bookstore` upstream says where the Bookstore listens).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Check { config } => check(&config),
+            Command::Serve { config } => serve(&config, false).await,
+            Command::Demo { config } => serve(&config, true).await,
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads and compiles routes.toml, printing every diagnostic on failure.
+pub fn load(path: &Path) -> Option<Compiled> {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err((source, errors)) => {
+            eprint!("{}", source.render(&errors));
+            return None;
+        }
+    };
+    match snapshot::compile(&loaded) {
+        Ok(compiled) => {
+            for warning in &compiled.warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(compiled)
+        }
+        Err(errors) => {
+            eprint!("{}", loaded.source.render(&errors));
+            eprintln!("{} error(s) in {}", errors.len(), path.display());
+            None
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(compiled) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    let summaries = compiled.routes.summaries();
+    let width = |f: fn(&crate::route::RouteSummary) -> usize, title: &str| {
+        summaries.iter().map(f).max().unwrap_or(0).max(title.len())
+    };
+    let (wm, wt, wg) = (
+        width(|s| s.http_method.len(), "METHOD"),
+        width(|s| s.template.len(), "TEMPLATE"),
+        width(|s| s.grpc_method.len(), "GRPC METHOD"),
+    );
+    println!(
+        "{:wm$}  {:wt$}  {:wg$}  UPSTREAM  TIMEOUT  BODY",
+        "METHOD", "TEMPLATE", "GRPC METHOD"
+    );
+    for s in summaries {
+        println!(
+            "{:wm$}  {:wt$}  {:wg$}  {:8}  {:7}  {}",
+            s.http_method,
+            s.template,
+            s.grpc_method,
+            s.upstream,
+            humantime::format_duration(s.timeout).to_string(),
+            s.body
+        );
+    }
+    println!("{} route(s) OK", summaries.len());
+    ExitCode::SUCCESS
+}
+
+async fn serve(path: &Path, with_demo: bool) -> ExitCode {
+    let Some(compiled) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    if with_demo {
+        let Some(addr) = demo_address(&compiled) else {
+            eprintln!(
+                "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        };
+        match demo::spawn(addr).await {
+            Ok(addr) => tracing::info!(%addr, "demo Bookstore gRPC service listening"),
+            Err(e) => {
+                eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let settings = Arc::new(compiled.settings.clone());
+    let listen = settings.server.listen;
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let routes = compiled.routes.len();
+    let gateway = Gateway::new(compiled.start().await);
+    tracing::info!(%listen, routes, "protogate listening");
+    if with_demo {
+        print_demo_help(listen);
+    }
+    spawn_reloader(gateway.clone(), path.to_path_buf());
+    let router = edge::router(gateway);
+    match server::serve(listener, router, settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {
+    let (pool, _, _) = compiled
+        .upstreams
+        .iter()
+        .find(|(p, _, _)| p.name == "bookstore")?;
+    let authority = pool.endpoints.first()?;
+    format!("{}:{}", authority.host(), authority.port_u16()?)
+        .parse()
+        .ok()
+}
+
+fn print_demo_help(listen: SocketAddr) {
+    let base = format!("http://{listen}");
+    eprintln!(
+        "\nprotogate demo is up. Try:\n\n  curl {base}/v1/shelves\n  curl {base}/v1/shelves/1/books/2\n  curl '{base}/v1/books:search?query=kindred&genres=GENRE_FICTION'\n  curl -X POST {base}/v1/shelves/1/books -H 'content-type: application/json' -d '{{\"title\":\"Dune\",\"author\":\"Frank Herbert\"}}'\n  curl -X PATCH '{base}/v1/shelves/1/books/2?updateMask=rating' -H 'content-type: application/json' -d '{{\"rating\":5}}'\n  curl -i {base}/v1/shelves/9\n"
+    );
+}
+
+/// Reloads routes.toml on SIGHUP; a config that does not compile is logged
+/// and the old snapshot keeps serving.
+fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match load(&path) {
+                Some(compiled) => {
+                    let routes = compiled.routes.len();
+                    gateway.replace(compiled.start().await);
+                    tracing::info!(
+                        routes,
+                        "reloaded routes.toml (listener settings need a restart)"
+                    );
+                }
+                None => tracing::error!("reload failed; still serving the previous configuration"),
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

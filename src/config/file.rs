@@ -1,0 +1,297 @@
+//! The serde mirror of routes.toml. Every struct denies unknown keys, so a
+//! typo is an error, never a silently ignored setting. Values that later
+//! checks point at are `Spanned`, so those checks can name the exact line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// The whole routes.toml.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesFile {
+    /// The listener.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Bounds on what a client may send.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// JSON mapping options for every route (routes may override).
+    #[serde(default)]
+    pub json: JsonOptions,
+    /// Headers passed between client and upstream.
+    #[serde(default)]
+    pub headers: HeadersSection,
+    /// Where descriptors come from.
+    pub proto: Spanned<ProtoSection>,
+    /// Named upstream gRPC services.
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
+    /// Services exposed over HTTP.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteSection>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// How long a client may take to send an HTTP/1 request head.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// How long in-flight calls may finish after a shutdown signal.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Concurrent streams per client HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Number of proxies in front of the gateway whose `X-Forwarded-For` entries are trusted.
+    pub trusted_proxy_hops: usize,
+    /// Log one line per request at info level.
+    pub access_log: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request body, measured after decompression.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+    /// Longest request path.
+    pub max_path_bytes: usize,
+    /// Longest query string.
+    pub max_query_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// JSON mapping options; every key optional so a route can override one.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonOptions {
+    /// Write proto field names (`page_count`) instead of lowerCamelCase.
+    pub use_proto_names: Option<bool>,
+    /// Write fields that hold their default value.
+    pub emit_unpopulated: Option<bool>,
+    /// Write enums as numbers instead of names.
+    pub enums_as_numbers: Option<bool>,
+    /// Accept and drop unknown fields in JSON bodies instead of answering 400.
+    pub ignore_unknown_fields: Option<bool>,
+    /// Accept and drop unknown query parameters instead of answering 400.
+    pub ignore_unknown_query_parameters: Option<bool>,
+}
+
+/// `[headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    /// Request headers forwarded upstream as gRPC metadata.
+    #[serde(default)]
+    pub forward_request: Vec<Spanned<String>>,
+    /// Upstream response metadata (headers or trailers) returned as HTTP headers.
+    #[serde(default)]
+    pub forward_response: Vec<Spanned<String>>,
+}
+
+/// `[proto]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtoSection {
+    /// .proto files to compile, relative to an include path.
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
+    /// Include paths, relative to routes.toml.
+    #[serde(default)]
+    pub include: Vec<Spanned<PathBuf>>,
+    /// A binary FileDescriptorSet (protoc --include_imports, buf build).
+    pub descriptor_set: Option<Spanned<PathBuf>>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `http://host:port` endpoints (gRPC over cleartext HTTP/2).
+    pub endpoints: Vec<Spanned<String>>,
+    /// Long-lived HTTP/2 connections per endpoint.
+    #[serde(default = "defaults::connections")]
+    pub connections: Spanned<usize>,
+    /// Default deadline budget of routes on this upstream.
+    #[serde(default = "defaults::timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// How long dialling may take.
+    #[serde(default = "defaults::connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// HTTP/2 PING interval, also while idle.
+    #[serde(
+        default = "defaults::keepalive_interval",
+        deserialize_with = "duration"
+    )]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is dropped.
+    #[serde(default = "defaults::keepalive_timeout", deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// First delay before redialling a failed connection.
+    #[serde(default = "defaults::backoff_initial", deserialize_with = "duration")]
+    pub reconnect_backoff: Duration,
+    /// Longest delay between redials.
+    #[serde(default = "defaults::backoff_max", deserialize_with = "duration")]
+    pub reconnect_backoff_max: Duration,
+    /// Largest response message accepted from the upstream.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+/// One `[[routes]]` entry: a service exposed through an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Fully-qualified service name, e.g. `bookstore.v1.Bookstore`.
+    pub service: Spanned<String>,
+    /// Name of an `[upstreams.NAME]` entry.
+    pub upstream: Spanned<String>,
+    /// Deadline budget; the most a client's grpc-timeout can ask for.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// JSON option overrides.
+    #[serde(default)]
+    pub json: JsonOptions,
+    /// Per-method overrides, keyed by the method's simple name.
+    #[serde(default)]
+    pub methods: BTreeMap<Spanned<String>, Spanned<MethodSection>>,
+}
+
+/// `[routes.methods.NAME]`: overrides for one method.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSection {
+    /// Deadline budget for this method.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// JSON option overrides for this method.
+    #[serde(default)]
+    pub json: JsonOptions,
+    /// An HTTP rule that replaces the method's google.api.http annotation (or
+    /// binds a method that has none).
+    pub http: Option<Spanned<HttpRuleSection>>,
+    /// `false` keeps an annotated method off the HTTP surface.
+    #[serde(default = "defaults::yes")]
+    pub expose: bool,
+}
+
+/// An HTTP rule in google.api.HttpRule's own shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRuleSection {
+    /// GET template.
+    pub get: Option<Spanned<String>>,
+    /// PUT template.
+    pub put: Option<Spanned<String>>,
+    /// POST template.
+    pub post: Option<Spanned<String>>,
+    /// DELETE template.
+    pub delete: Option<Spanned<String>>,
+    /// PATCH template.
+    pub patch: Option<Spanned<String>>,
+    /// Any other method.
+    pub custom: Option<CustomPattern>,
+    /// `*`, a field path, or absent.
+    pub body: Option<Spanned<String>>,
+    /// A field path of the response message to answer with instead of the whole message.
+    pub response_body: Option<Spanned<String>>,
+    /// More bindings for the same method.
+    #[serde(default)]
+    pub additional_bindings: Vec<Spanned<HttpRuleSection>>,
+}
+
+/// `custom = { kind = "...", path = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPattern {
+    /// HTTP method name.
+    pub kind: Spanned<String>,
+    /// Path template.
+    pub path: Spanned<String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+    use toml::Spanned;
+
+    pub(super) fn connections() -> Spanned<usize> {
+        Spanned::new(0..0, 2)
+    }
+    pub(super) fn timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub(super) fn keepalive_interval() -> Duration {
+        Duration::from_secs(20)
+    }
+    pub(super) fn keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn backoff_initial() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub(super) fn backoff_max() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn max_message_bytes() -> usize {
+        4 << 20
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            http2_max_concurrent_streams: 200,
+            trusted_proxy_hops: 0,
+            access_log: true,
+        }
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_body_bytes: 1 << 20,
+            max_json_depth: 64,
+            max_path_bytes: 2048,
+            max_query_bytes: 8192,
+            max_headers: 100,
+            max_header_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Parses `"1.5s"`, `"250ms"`, `"2m"` (humantime syntax).
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: {e} (write e.g. \"5s\" or \"250ms\")"
+        ))
+    })
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}

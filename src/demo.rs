@@ -1,0 +1,517 @@
+//! The example Bookstore gRPC service behind `protogate demo` and the tests:
+//! in-memory, in-process, on loopback. Its errors carry google.rpc details
+//! (ResourceInfo, BadRequest) so the demo shows the gateway rendering them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+/// Types generated from the protos at build time.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    /// google.* packages used by the Bookstore.
+    pub mod google {
+        /// google.api.
+        pub mod api {
+            tonic::include_proto!("google.api");
+        }
+        /// google.rpc.
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+    /// bookstore.v1.
+    pub mod bookstore {
+        /// bookstore.v1.
+        pub mod v1 {
+            tonic::include_proto!("bookstore.v1");
+        }
+    }
+}
+
+use pb::bookstore::v1::bookstore_server::{Bookstore, BookstoreServer};
+use pb::bookstore::v1::*;
+use pb::google::api::HttpBody;
+
+/// The in-memory Bookstore.
+#[derive(Debug, Clone, Default)]
+pub struct Store {
+    inner: Arc<Mutex<Data>>,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    shelves: BTreeMap<i64, Shelf>,
+    books: BTreeMap<(i64, i64), Book>,
+    covers: BTreeMap<(i64, i64), HttpBody>,
+    next_id: i64,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// A store with two shelves and a few books.
+    pub fn with_sample_data() -> Store {
+        let mut data = Data {
+            next_id: 100,
+            ..Data::default()
+        };
+        for (id, theme) in [(1, "Fiction"), (2, "Computing")] {
+            data.shelves.insert(
+                id,
+                Shelf {
+                    id,
+                    theme: theme.into(),
+                    book_count: 0,
+                },
+            );
+        }
+        let books = [
+            (
+                1,
+                1,
+                "The Left Hand of Darkness",
+                "Ursula K. Le Guin",
+                Genre::Fiction,
+                304,
+                -55_000_000,
+            ),
+            (
+                1,
+                2,
+                "Kindred",
+                "Octavia E. Butler",
+                Genre::Fiction,
+                264,
+                265_000_000,
+            ),
+            (
+                2,
+                3,
+                "Designing Data-Intensive Applications",
+                "Martin Kleppmann",
+                Genre::Nonfiction,
+                616,
+                1_490_000_000,
+            ),
+            (
+                2,
+                4,
+                "The Structure and Interpretation of Computer Programs",
+                "Abelson, Sussman",
+                Genre::Science,
+                657,
+                473_000_000,
+            ),
+        ];
+        for (shelf, id, title, author, genre, pages, published) in books {
+            let book = Book {
+                name: format!("shelves/{shelf}/books/{id}"),
+                id,
+                title: title.into(),
+                author: author.into(),
+                isbn: format!("978-0-00-00000{id}-0"),
+                genre: genre as i32,
+                page_count: pages,
+                tags: vec!["classic".into()],
+                publish_time: Some(prost_types::Timestamp {
+                    seconds: published,
+                    nanos: 0,
+                }),
+                description: String::new(),
+                rating: 4.5,
+                in_stock: id % 2 == 1,
+            };
+            data.books.insert((shelf, id), book);
+        }
+        let store = Store {
+            inner: Arc::new(Mutex::new(data)),
+        };
+        store.recount();
+        store
+    }
+
+    fn data(&self) -> std::sync::MutexGuard<'_, Data> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters for a demo; keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn recount(&self) {
+        let mut data = self.data();
+        let counts: BTreeMap<i64, i32> =
+            data.books.keys().fold(BTreeMap::new(), |mut m, (s, _)| {
+                *m.entry(*s).or_default() += 1;
+                m
+            });
+        for (id, shelf) in data.shelves.iter_mut() {
+            shelf.book_count = counts.get(id).copied().unwrap_or(0);
+        }
+    }
+
+    fn book(&self, shelf: i64, book: i64) -> Result<Book, Status> {
+        self.shelf(shelf)?;
+        self.data()
+            .books
+            .get(&(shelf, book))
+            .cloned()
+            .ok_or_else(|| not_found("book", &format!("shelves/{shelf}/books/{book}")))
+    }
+
+    fn shelf(&self, shelf: i64) -> Result<Shelf, Status> {
+        self.data()
+            .shelves
+            .get(&shelf)
+            .cloned()
+            .ok_or_else(|| not_found("shelf", &format!("shelves/{shelf}")))
+    }
+}
+
+/// A NOT_FOUND status with a google.rpc.ResourceInfo detail.
+fn not_found(kind: &str, name: &str) -> Status {
+    let info = pb::google::rpc::ResourceInfo {
+        resource_type: kind.into(),
+        resource_name: name.into(),
+        owner: String::new(),
+        description: format!("no {kind} named {name}"),
+    };
+    status_with_detail(
+        Code::NotFound,
+        format!("{kind} {name} not found"),
+        "google.rpc.ResourceInfo",
+        info.encode_to_vec(),
+    )
+}
+
+fn invalid(field: &str, description: &str) -> Status {
+    let bad = pb::google::rpc::BadRequest {
+        field_violations: vec![pb::google::rpc::bad_request::FieldViolation {
+            field: field.into(),
+            description: description.into(),
+            ..Default::default()
+        }],
+    };
+    status_with_detail(
+        Code::InvalidArgument,
+        format!("{field}: {description}"),
+        "google.rpc.BadRequest",
+        bad.encode_to_vec(),
+    )
+}
+
+fn status_with_detail(code: Code, message: String, type_name: &str, value: Vec<u8>) -> Status {
+    let status = pb::google::rpc::Status {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: format!("type.googleapis.com/{type_name}"),
+            value,
+        }],
+    };
+    Status::with_details(code, message, status.encode_to_vec().into())
+}
+
+fn parse_name(name: &str) -> Result<(i64, i64), Status> {
+    let parts: Vec<&str> = name.split('/').collect();
+    match parts.as_slice() {
+        ["shelves", shelf, "books", book] => match (shelf.parse(), book.parse()) {
+            (Ok(s), Ok(b)) => Ok((s, b)),
+            _ => Err(invalid("name", "shelf and book ids must be integers")),
+        },
+        _ => Err(invalid(
+            "name",
+            "must look like shelves/{shelf}/books/{book}",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl Bookstore for Store {
+    async fn list_shelves(
+        &self,
+        _: Request<ListShelvesRequest>,
+    ) -> Result<Response<ListShelvesResponse>, Status> {
+        let shelves = self.data().shelves.values().cloned().collect();
+        Ok(Response::new(ListShelvesResponse { shelves }))
+    }
+
+    async fn create_shelf(
+        &self,
+        request: Request<CreateShelfRequest>,
+    ) -> Result<Response<Shelf>, Status> {
+        let mut shelf = request.into_inner().shelf.unwrap_or_default();
+        if shelf.theme.trim().is_empty() {
+            return Err(invalid("shelf.theme", "must not be empty"));
+        }
+        let mut data = self.data();
+        data.next_id += 1;
+        shelf.id = data.next_id;
+        shelf.book_count = 0;
+        data.shelves.insert(shelf.id, shelf.clone());
+        Ok(Response::new(shelf))
+    }
+
+    async fn get_shelf(
+        &self,
+        request: Request<GetShelfRequest>,
+    ) -> Result<Response<Shelf>, Status> {
+        self.shelf(request.into_inner().shelf).map(Response::new)
+    }
+
+    async fn delete_shelf(
+        &self,
+        request: Request<DeleteShelfRequest>,
+    ) -> Result<Response<()>, Status> {
+        let shelf = request.into_inner().shelf;
+        self.shelf(shelf)?;
+        let mut data = self.data();
+        if data.books.keys().any(|(s, _)| *s == shelf) {
+            return Err(Status::failed_precondition(format!(
+                "shelves/{shelf} still holds books"
+            )));
+        }
+        data.shelves.remove(&shelf);
+        Ok(Response::new(()))
+    }
+
+    async fn list_books(
+        &self,
+        request: Request<ListBooksRequest>,
+    ) -> Result<Response<ListBooksResponse>, Status> {
+        let request = request.into_inner();
+        self.shelf(request.shelf)?;
+        if request.page_size < 0 {
+            return Err(invalid("page_size", "must not be negative"));
+        }
+        let start: i64 = if request.page_token.is_empty() {
+            0
+        } else {
+            request
+                .page_token
+                .parse()
+                .map_err(|_| invalid("page_token", "is not a token from this API"))?
+        };
+        let size = if request.page_size == 0 {
+            50
+        } else {
+            request.page_size as usize
+        };
+        let data = self.data();
+        let mut books: Vec<Book> = data
+            .books
+            .range((request.shelf, start)..(request.shelf, i64::MAX))
+            .map(|(_, b)| b.clone())
+            .take(size + 1)
+            .collect();
+        let next_page_token = if books.len() > size {
+            books.pop().map(|b| b.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListBooksResponse {
+            books,
+            next_page_token,
+        }))
+    }
+
+    async fn create_book(
+        &self,
+        request: Request<CreateBookRequest>,
+    ) -> Result<Response<Book>, Status> {
+        let request = request.into_inner();
+        self.shelf(request.shelf)?;
+        let mut book = request.book.unwrap_or_default();
+        if book.title.trim().is_empty() {
+            return Err(invalid("book.title", "must not be empty"));
+        }
+        let mut data = self.data();
+        data.next_id += 1;
+        book.id = data.next_id;
+        book.name = format!("shelves/{}/books/{}", request.shelf, book.id);
+        data.books.insert((request.shelf, book.id), book.clone());
+        drop(data);
+        self.recount();
+        Ok(Response::new(book))
+    }
+
+    async fn get_book(&self, request: Request<GetBookRequest>) -> Result<Response<Book>, Status> {
+        let request = request.into_inner();
+        let (shelf, book) = if request.name.is_empty() {
+            (request.shelf, request.book)
+        } else {
+            parse_name(&request.name)?
+        };
+        self.book(shelf, book).map(Response::new)
+    }
+
+    async fn update_book(
+        &self,
+        request: Request<UpdateBookRequest>,
+    ) -> Result<Response<Book>, Status> {
+        let request = request.into_inner();
+        let patch = request.book.unwrap_or_default();
+        let mut book = self.book(request.shelf, patch.id)?;
+        let paths = request.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Err(invalid(
+                "update_mask",
+                "name the fields to update, e.g. ?updateMask=title,rating",
+            ));
+        }
+        for path in &paths {
+            match path.as_str() {
+                "title" => book.title = patch.title.clone(),
+                "author" => book.author = patch.author.clone(),
+                "isbn" => book.isbn = patch.isbn.clone(),
+                "genre" => book.genre = patch.genre,
+                "page_count" => book.page_count = patch.page_count,
+                "tags" => book.tags = patch.tags.clone(),
+                "publish_time" => book.publish_time = patch.publish_time,
+                "description" => book.description = patch.description.clone(),
+                "rating" => book.rating = patch.rating,
+                "in_stock" => book.in_stock = patch.in_stock,
+                other => {
+                    return Err(invalid(
+                        "update_mask",
+                        &format!("'{other}' cannot be updated"),
+                    ));
+                }
+            }
+        }
+        self.data()
+            .books
+            .insert((request.shelf, book.id), book.clone());
+        Ok(Response::new(book))
+    }
+
+    async fn delete_book(
+        &self,
+        request: Request<DeleteBookRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        self.book(request.shelf, request.book)?;
+        self.data().books.remove(&(request.shelf, request.book));
+        self.recount();
+        Ok(Response::new(()))
+    }
+
+    async fn publish_book(
+        &self,
+        request: Request<PublishBookRequest>,
+    ) -> Result<Response<Book>, Status> {
+        let request = request.into_inner();
+        let mut book = self.book(request.shelf, request.book)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        book.publish_time = Some(request.publish_time.unwrap_or(prost_types::Timestamp {
+            seconds: now,
+            nanos: 0,
+        }));
+        self.data()
+            .books
+            .insert((request.shelf, book.id), book.clone());
+        Ok(Response::new(book))
+    }
+
+    async fn search_books(
+        &self,
+        request: Request<SearchBooksRequest>,
+    ) -> Result<Response<SearchBooksResponse>, Status> {
+        let request = request.into_inner();
+        let query = request.query.to_lowercase();
+        let after = request.published_after.map(|t| t.seconds);
+        let limit = if request.page_size <= 0 {
+            50
+        } else {
+            request.page_size as usize
+        };
+        let books = self
+            .data()
+            .books
+            .values()
+            .filter(|b| {
+                query.is_empty()
+                    || b.title.to_lowercase().contains(&query)
+                    || b.author.to_lowercase().contains(&query)
+            })
+            .filter(|b| request.genres.is_empty() || request.genres.contains(&b.genre))
+            .filter(|b| after.is_none_or(|a| b.publish_time.is_some_and(|t| t.seconds > a)))
+            .filter(|b| !request.in_stock_only || b.in_stock)
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok(Response::new(SearchBooksResponse { books }))
+    }
+
+    async fn get_book_author(
+        &self,
+        request: Request<GetBookRequest>,
+    ) -> Result<Response<Book>, Status> {
+        self.get_book(request).await
+    }
+
+    async fn get_book_cover(
+        &self,
+        request: Request<GetBookRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let request = request.into_inner();
+        let book = self.book(request.shelf, request.book)?;
+        if let Some(cover) = self.data().covers.get(&(request.shelf, request.book)) {
+            return Ok(Response::new(cover.clone()));
+        }
+        let title = book.title.replace('&', "&amp;").replace('<', "&lt;");
+        let svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"200\" height=\"300\"><rect width=\"200\" height=\"300\" fill=\"#234\"/><text x=\"10\" y=\"150\" fill=\"#fff\" font-size=\"12\">{title}</text></svg>"
+        );
+        Ok(Response::new(HttpBody {
+            content_type: "image/svg+xml".into(),
+            data: svg.into_bytes(),
+            extensions: vec![],
+        }))
+    }
+
+    async fn put_book_cover(
+        &self,
+        request: Request<PutBookCoverRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        self.book(request.shelf, request.book)?;
+        let cover = request.cover.unwrap_or_default();
+        if cover.data.is_empty() {
+            return Err(invalid("cover", "the body is empty"));
+        }
+        self.data()
+            .covers
+            .insert((request.shelf, request.book), cover);
+        Ok(Response::new(()))
+    }
+}
+
+/// Serves the Bookstore on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, store: Store) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(BookstoreServer::new(store))
+        .serve_with_incoming(TcpIncoming::from(listener))
+        .await
+}
+
+/// Binds `addr` and serves the Bookstore with sample data in a background task.
+pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, Store::with_sample_data()).await {
+            tracing::error!(error = %e, "demo Bookstore stopped");
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,78 @@
+//! Every header name, metadata key and content type the gateway reads or
+//! writes, named once.
+
+use http::HeaderName;
+use http::header::HeaderValue;
+
+/// Client and upstream deadline header (gRPC over HTTP/2 spec).
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// gRPC status code, in trailers or a trailers-only response.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// gRPC status message (percent-encoded).
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// Serialized google.rpc.Status with details.
+pub const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+/// Message compression the upstream used.
+pub const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+/// Message compressions the gateway accepts from the upstream.
+pub const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+/// Required on gRPC requests (detects proxies that drop trailers).
+pub const TE: HeaderName = HeaderName::from_static("te");
+
+/// Correlates one call across the gateway, the upstream and the logs.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C trace context.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// W3C trace context, vendor part.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// Client address chain, as the gateway computed it.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Scheme the client used to reach the gateway.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Host the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `application/grpc`, the only content type sent upstream.
+pub const CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+/// Content type of every JSON answer.
+pub const CONTENT_TYPE_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// `trailers`, the only value of `te` gRPC allows.
+pub const TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+/// Message encodings the gateway decodes from upstreams.
+pub const IDENTITY: HeaderValue = HeaderValue::from_static("identity");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only,
+/// never forwarded and never accepted in a forwarding allowlist.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether a header may be named in a forwarding allowlist: not hop-by-hop,
+/// not a gRPC protocol header, and not one the gateway sets itself.
+pub fn is_forwardable(name: &str) -> bool {
+    let gateway_owned = [
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        ":authority",
+    ];
+    !(name.starts_with("grpc-")
+        || name.starts_with(':')
+        || HOP_BY_HOP.contains(&name)
+        || gateway_owned.contains(&name))
+}

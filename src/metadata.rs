@@ -1,0 +1,149 @@
+//! What crosses the gateway besides the message: the upstream's metadata
+//! is built from scratch (request id, trace context, X-Forwarded-*, and only
+//! the allowlisted request headers), so hop-by-hop headers, client-sent
+//! `grpc-*` headers and anything not on the list never reach the upstream;
+//! and allowlisted upstream metadata comes back as response headers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue, request::Parts};
+
+use crate::headers::{
+    TRACEPARENT, TRACESTATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::snapshot::Settings;
+
+/// The TCP peer of a client connection, set by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Longest accepted client-supplied `x-request-id`.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's request id if it is sane, else a fresh random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return id.clone();
+    }
+    let bits: u128 = rand::random();
+    HeaderValue::from_str(&format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// Builds the metadata sent upstream.
+pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) -> HeaderMap {
+    let mut metadata = HeaderMap::with_capacity(6 + settings.forward_request.len());
+    metadata.insert(X_REQUEST_ID, request_id.clone());
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            metadata.insert(name, value.clone());
+        }
+    }
+    let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    if let Some(chain) = forwarded_for(&parts.headers, peer, settings.server.trusted_proxy_hops)
+        && let Ok(value) = HeaderValue::from_str(&chain)
+    {
+        metadata.insert(X_FORWARDED_FOR, value);
+    }
+    metadata.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    if let Some(host) = host {
+        metadata.insert(X_FORWARDED_HOST, host);
+    }
+    for name in &settings.forward_request {
+        for value in parts.headers.get_all(name) {
+            metadata.append(name.clone(), value.clone());
+        }
+    }
+    metadata
+}
+
+/// The address chain to send as `X-Forwarded-For`: the client's own list is
+/// trusted only for the configured number of proxy hops in front of the
+/// gateway; with zero hops it is ignored and only the TCP peer is sent.
+fn forwarded_for(headers: &HeaderMap, peer: Option<IpAddr>, trusted_hops: usize) -> Option<String> {
+    let peer = peer?;
+    let mut chain: Vec<IpAddr> = Vec::new();
+    if trusted_hops > 0 {
+        for value in headers.get_all(X_FORWARDED_FOR) {
+            let Ok(text) = value.to_str() else { continue };
+            chain.extend(
+                text.split(',')
+                    .filter_map(|a| a.trim().parse::<IpAddr>().ok()),
+            );
+        }
+    }
+    chain.push(peer);
+    // The peer plus `trusted_hops` entries before it are vouched for.
+    let keep = (trusted_hops + 1).min(chain.len());
+    let trusted = &chain[chain.len() - keep..];
+    Some(
+        trusted
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Copies allowlisted upstream metadata into the HTTP response headers.
+pub fn downstream(upstream: &[&HeaderMap], allowlist: &[HeaderName], response: &mut HeaderMap) {
+    for name in allowlist {
+        for map in upstream {
+            for value in map.get_all(name) {
+                response.append(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_str(value).expect("ascii"),
+        );
+        h
+    }
+
+    #[test]
+    fn spoofed_forwarded_for_is_ignored_without_trusted_hops() {
+        let peer = "10.0.0.9".parse().ok();
+        assert_eq!(
+            forwarded_for(&xff("1.2.3.4"), peer, 0).as_deref(),
+            Some("10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn trusted_hops_take_entries_from_the_right() {
+        let peer = "10.0.0.9".parse().ok();
+        let headers = xff("6.6.6.6, 203.0.113.7");
+        assert_eq!(
+            forwarded_for(&headers, peer, 1).as_deref(),
+            Some("203.0.113.7, 10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn odd_request_ids_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+    }
+}

@@ -1,0 +1,217 @@
+//! The request path on one screen: find the route, fix the deadline, read
+//! and transcode the request, call the upstream, transcode the answer.
+//! Every stage returns `Result<_, GatewayError>`; details live in the stage
+//! modules, and [`crate::error`] alone turns a failure into an HTTP answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use http_body_util::{BodyExt, Limited};
+
+use crate::error::{ClientError, GatewayError};
+use crate::headers::{GRPC_TIMEOUT, X_REQUEST_ID};
+use crate::metadata;
+use crate::route::path::normalize;
+use crate::snapshot::Snapshot;
+use crate::transcode::{self, request::HttpInput};
+use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
+
+/// The running gateway: the current snapshot, swapped whole on reload.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Serves `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        })
+    }
+
+    /// The snapshot requests are served from now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; calls in flight finish on the old one.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// The axum handler for every request on the public listener.
+pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let started = Instant::now();
+    let snapshot = gateway.snapshot.load_full();
+    let request_id = metadata::request_id(request.headers());
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let mut response = match serve(&snapshot, request, &request_id).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.status().is_server_error() {
+                tracing::warn!(request_id = ?request_id, %method, %uri, %error, "request failed");
+            }
+            error.into_response()
+        }
+    };
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if snapshot.settings.server.access_log {
+        tracing::info!(
+            target: "protogate::access",
+            %method,
+            path = uri.path(),
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+    response
+}
+
+async fn serve(
+    snapshot: &Snapshot,
+    request: Request,
+    request_id: &HeaderValue,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = request.into_parts();
+    check_request_limits(snapshot, &parts)?;
+    let path = normalize(parts.uri.path()).map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+    let found = snapshot.routes.find(&parts.method, &path)?;
+    let route = found.route;
+    let deadline = Deadline::start(route.timeout, client_timeout(&parts.headers)?);
+    let body = read_body(
+        body,
+        &parts.headers,
+        snapshot.settings.limits.max_body_bytes,
+        deadline,
+    )
+    .await?;
+    let framed = transcode::request(
+        route,
+        HttpInput {
+            captures: &found.captures,
+            query: parts.uri.query(),
+            content_type: parts.headers.get(header::CONTENT_TYPE),
+            body,
+            max_json_depth: snapshot.settings.limits.max_json_depth,
+        },
+    )?;
+    let upstream = &snapshot.upstreams[route.upstream];
+    let call = UnaryRequest {
+        path: route.grpc_path.clone(),
+        framed,
+        metadata: metadata::upstream(&parts, &snapshot.settings, request_id),
+    };
+    let reply = upstream.call(call, deadline).await.map_err(|e| match e {
+        CallError::Status { status, .. } => {
+            GatewayError::Upstream(transcode::upstream_status(&status, &snapshot.pool))
+        }
+        CallError::Transport(t) => GatewayError::Transport(t),
+        CallError::DeadlineExceeded => GatewayError::DeadlineExceeded {
+            budget: deadline.budget(),
+        },
+    })?;
+    let answer = transcode::response(route, reply.message)?;
+
+    let length = answer.body.len();
+    let body = if parts.method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(answer.body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, answer.content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    metadata::downstream(
+        &[&reply.headers, &reply.trailers],
+        &snapshot.settings.forward_response,
+        headers,
+    );
+    Ok(response)
+}
+
+/// Bounds checked before any work: path and query length, header count and size.
+fn check_request_limits(snapshot: &Snapshot, parts: &Parts) -> Result<(), ClientError> {
+    let limits = &snapshot.settings.limits;
+    let path_len = parts.uri.path().len();
+    if path_len > limits.max_path_bytes {
+        return Err(ClientError::UriTooLong {
+            what: "path",
+            len: path_len,
+            limit: limits.max_path_bytes,
+        });
+    }
+    let query_len = parts.uri.query().map_or(0, str::len);
+    if query_len > limits.max_query_bytes {
+        return Err(ClientError::UriTooLong {
+            what: "query string",
+            len: query_len,
+            limit: limits.max_query_bytes,
+        });
+    }
+    if parts.headers.len() > limits.max_headers {
+        return Err(ClientError::InvalidHeader {
+            name: "(all)",
+            reason: format!(
+                "{} headers, over the limit of {}",
+                parts.headers.len(),
+                limits.max_headers
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A client's `grpc-timeout`, if it sent one; malformed is a 400.
+fn client_timeout(headers: &HeaderMap) -> Result<Option<std::time::Duration>, ClientError> {
+    headers
+        .get(GRPC_TIMEOUT)
+        .map(|value| deadline::decode(value))
+        .transpose()
+        .map_err(|e| ClientError::InvalidHeader {
+            name: "grpc-timeout",
+            reason: e.to_string(),
+        })
+}
+
+/// Reads the whole body, bounded in size (after decompression) and in time.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: Deadline,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64)
+        && !headers.contains_key(header::CONTENT_ENCODING)
+    {
+        return Err(ClientError::BodyTooLarge { limit }.into());
+    }
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout_at(deadline.instant(), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ClientError::BodyTooLarge { limit }.into())
+        }
+        Ok(Err(e)) => Err(ClientError::UnreadableBody(e.to_string()).into()),
+        Err(_) => Err(GatewayError::DeadlineExceeded {
+            budget: deadline.budget(),
+        }),
+    }
+}

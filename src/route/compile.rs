@@ -1,0 +1,299 @@
+//! Turns one gRPC method plus its HTTP rule (the `google.api.http`
+//! annotation or a routes.toml override) into checked bindings: templates
+//! parsed, every variable, body and response_body field resolved and checked
+//! against the spec's type rules.
+
+use std::ops::Range;
+
+use http::Method;
+use prost_reflect::{ExtensionDescriptor, Kind, MethodDescriptor, Value};
+use toml::Spanned;
+
+use super::BodyRule;
+use super::template::PathTemplate;
+use crate::config::ConfigError;
+use crate::config::file::HttpRuleSection;
+use crate::transcode::{FieldPath, text};
+
+/// A google.api.HttpRule, from either source, with where it was written.
+#[derive(Debug, Clone)]
+pub struct HttpRule {
+    /// HTTP method and path template text.
+    pub pattern: (Method, String),
+    /// `*`, a field path, or empty.
+    pub body: String,
+    /// A response field path, or empty.
+    pub response_body: String,
+    /// More bindings of the same method.
+    pub additional: Vec<HttpRule>,
+    /// Where the rule is written in routes.toml (annotations have none).
+    pub span: Option<Range<usize>>,
+}
+
+/// One checked binding.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// HTTP method.
+    pub http_method: Method,
+    /// Parsed path template.
+    pub template: PathTemplate,
+    /// One field per template variable.
+    pub variables: Vec<FieldPath>,
+    /// Where the body goes.
+    pub body: BodyRule,
+    /// Response field answered instead of the whole message.
+    pub response_body: Option<FieldPath>,
+    /// Where it was written, if in routes.toml.
+    pub span: Option<Range<usize>>,
+}
+
+// === impl HttpRule ===
+
+impl HttpRule {
+    /// Reads the method's `google.api.http` annotation, if it has one.
+    pub fn from_annotation(
+        method: &MethodDescriptor,
+        http: &ExtensionDescriptor,
+    ) -> Option<HttpRule> {
+        let options = method.options();
+        if !options.has_extension(http) {
+            return None;
+        }
+        match options.get_extension(http).as_ref() {
+            Value::Message(rule) => Self::from_message(rule),
+            _ => None,
+        }
+    }
+
+    fn from_message(rule: &prost_reflect::DynamicMessage) -> Option<HttpRule> {
+        let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let pattern = ["get", "put", "post", "delete", "patch"]
+            .into_iter()
+            .find(|name| rule.has_field_by_name(name))
+            .map(|name| {
+                (
+                    Method::from_bytes(name.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET),
+                    text(name),
+                )
+            })
+            .or_else(|| match rule.get_field_by_name("custom").as_deref() {
+                Some(Value::Message(custom)) if rule.has_field_by_name("custom") => {
+                    let get = |name: &str| match custom.get_field_by_name(name).as_deref() {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    Method::from_bytes(get("kind").as_bytes())
+                        .ok()
+                        .map(|m| (m, get("path")))
+                }
+                _ => None,
+            })?;
+        let additional = match rule.get_field_by_name("additional_bindings").as_deref() {
+            Some(Value::List(list)) => list
+                .iter()
+                .filter_map(|v| match v {
+                    Value::Message(m) => Self::from_message(m),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(HttpRule {
+            pattern,
+            body: text("body"),
+            response_body: text("response_body"),
+            additional,
+            span: None,
+        })
+    }
+
+    /// Reads a routes.toml `http = {...}` rule.
+    pub fn from_config(section: &Spanned<HttpRuleSection>) -> Result<HttpRule, ConfigError> {
+        let span = section.span();
+        let rule = section.get_ref();
+        let mut patterns = Vec::new();
+        for (method, value) in [
+            (Method::GET, &rule.get),
+            (Method::PUT, &rule.put),
+            (Method::POST, &rule.post),
+            (Method::DELETE, &rule.delete),
+            (Method::PATCH, &rule.patch),
+        ] {
+            if let Some(path) = value {
+                patterns.push((method, path.get_ref().clone()));
+            }
+        }
+        if let Some(custom) = &rule.custom {
+            let method = Method::from_bytes(custom.kind.get_ref().as_bytes()).map_err(|_| {
+                ConfigError::at(
+                    custom.kind.span(),
+                    format!("{:?} is not a valid HTTP method", custom.kind.get_ref()),
+                )
+            })?;
+            patterns.push((method, custom.path.get_ref().clone()));
+        }
+        let pattern = match patterns.len() {
+            1 => patterns.remove(0),
+            0 => {
+                return Err(ConfigError::at(span, "the HTTP rule has no method")
+                    .hint("add one of get, put, post, delete, patch or custom = { kind, path }"));
+            }
+            _ => {
+                return Err(
+                    ConfigError::at(span, "the HTTP rule has more than one method")
+                        .hint("put further bindings in additional_bindings"),
+                );
+            }
+        };
+        let additional = rule
+            .additional_bindings
+            .iter()
+            .map(HttpRule::from_config)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HttpRule {
+            pattern,
+            body: rule
+                .body
+                .as_ref()
+                .map(|b| b.get_ref().clone())
+                .unwrap_or_default(),
+            response_body: rule
+                .response_body
+                .as_ref()
+                .map(|b| b.get_ref().clone())
+                .unwrap_or_default(),
+            additional,
+            span: Some(span),
+        })
+    }
+}
+
+/// Checks a rule (and its additional bindings) against the method's messages.
+/// Errors carry `fallback_span` when the rule itself has no place in routes.toml.
+pub fn bindings(
+    method: &MethodDescriptor,
+    rule: &HttpRule,
+    fallback_span: Range<usize>,
+) -> (Vec<Binding>, Vec<ConfigError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut pending = vec![rule];
+    let mut first = true;
+    while let Some(rule) = pending.pop() {
+        if !first && !rule.additional.is_empty() {
+            let span = rule.span.clone().unwrap_or(fallback_span.clone());
+            errors.push(ConfigError::at(
+                span,
+                format!("{}: additional_bindings cannot nest", method.full_name()),
+            ));
+        }
+        first = false;
+        pending.extend(rule.additional.iter());
+        match binding(method, rule) {
+            Ok(b) => out.push(b),
+            Err((message, hint)) => {
+                let span = rule.span.clone().unwrap_or(fallback_span.clone());
+                let source = if rule.span.is_some() {
+                    ""
+                } else {
+                    " (in its google.api.http annotation)"
+                };
+                errors.push(
+                    ConfigError::at(span, format!("{}{source}: {message}", method.full_name()))
+                        .hint(hint),
+                );
+            }
+        }
+    }
+    (out, errors)
+}
+
+fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (String, String)> {
+    let (http_method, path) = &rule.pattern;
+    let template: PathTemplate = path.parse().map_err(|e| {
+        (
+            format!("invalid path template {path:?}: {e}"),
+            "templates look like /v1/{name=shelves/*}/books/{book}:verb".to_string(),
+        )
+    })?;
+    let input = method.input();
+    let mut variables = Vec::new();
+    for variable in &template.variables {
+        let dotted = variable.field_path.join(".");
+        let field = FieldPath::resolve(&input, &dotted).map_err(|e| {
+            (
+                format!("path variable {{{dotted}}}: {e}"),
+                format!(
+                    "fields of {} are: {}",
+                    input.full_name(),
+                    field_names(&input)
+                ),
+            )
+        })?;
+        let leaf = field.leaf();
+        let scalar = match leaf.kind() {
+            Kind::Message(m) => text::is_text_message(&m),
+            _ => true,
+        };
+        if leaf.is_list() || leaf.is_map() || !scalar {
+            return Err((
+                format!("path variable {{{dotted}}} must be a singular scalar field"),
+                "bind repeated and message fields through the body or the query string".into(),
+            ));
+        }
+        variables.push(field);
+    }
+    let body = match rule.body.as_str() {
+        "" => BodyRule::None,
+        "*" => BodyRule::Whole,
+        dotted => BodyRule::Field(FieldPath::resolve(&input, dotted).map_err(|e| {
+            (
+                format!("body {dotted:?}: {e}"),
+                format!(
+                    "use \"*\" or one of the fields of {}: {}",
+                    input.full_name(),
+                    field_names(&input)
+                ),
+            )
+        })?),
+    };
+    if *http_method == Method::GET && !matches!(body, BodyRule::None) {
+        return Err((
+            "a GET binding cannot have a body".into(),
+            "remove body, or bind another method".into(),
+        ));
+    }
+    let output = method.output();
+    let response_body = match rule.response_body.as_str() {
+        "" => None,
+        dotted => Some(FieldPath::resolve(&output, dotted).map_err(|e| {
+            (
+                format!("response_body {dotted:?}: {e}"),
+                format!(
+                    "fields of {} are: {}",
+                    output.full_name(),
+                    field_names(&output)
+                ),
+            )
+        })?),
+    };
+    Ok(Binding {
+        http_method: http_method.clone(),
+        template,
+        variables,
+        body,
+        response_body,
+        span: rule.span.clone(),
+    })
+}
+
+fn field_names(message: &prost_reflect::MessageDescriptor) -> String {
+    message
+        .fields()
+        .map(|f| f.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,458 @@
+//! Compiles routes.toml plus the descriptors into one immutable
+//! [`Snapshot`]: the routing table with every field path resolved, the
+//! upstream pools, and the settings the request path reads. Every mistake is
+//! collected, each with its place in routes.toml and a hint, and compilation
+//! fails only at the end, so `protogate check` reports them all at once.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::uri::{Authority, PathAndQuery};
+use prost_reflect::{DescriptorPool, SerializeOptions};
+
+use crate::config::file::{JsonOptions, LimitsSection, ServerSection};
+use crate::config::{ConfigError, Loaded};
+use crate::descriptors::{self, DescriptorSource};
+use crate::headers::is_forwardable;
+use crate::route::compile::{HttpRule, bindings};
+use crate::route::matcher::MatcherBuilder;
+use crate::route::{JsonMapping, Route, RouteSummary, RouteTable};
+use crate::upstream::{Pool, PoolConfig, Upstream};
+
+/// Everything the request path reads, compiled once; swapped whole on reload.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The routing table.
+    pub routes: RouteTable,
+    /// Upstreams, indexed by `Route::upstream`.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Descriptors, for rendering error details.
+    pub pool: DescriptorPool,
+    /// Request-path settings.
+    pub settings: Settings,
+}
+
+/// Settings of the listener and of every request.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[server]`.
+    pub server: ServerSection,
+    /// `[limits]`.
+    pub limits: LimitsSection,
+    /// Request headers forwarded as metadata.
+    pub forward_request: Vec<HeaderName>,
+    /// Response metadata returned as headers.
+    pub forward_response: Vec<HeaderName>,
+}
+
+/// A compiled configuration whose upstreams are not dialled yet.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The routing table.
+    pub routes: RouteTable,
+    /// One plan per upstream, in `Route::upstream` order.
+    pub upstreams: Vec<(PoolConfig, Duration, usize)>,
+    /// Descriptors.
+    pub pool: DescriptorPool,
+    /// Settings.
+    pub settings: Settings,
+    /// Things that are legal but probably not meant (e.g. a method with no HTTP rule).
+    pub warnings: Vec<String>,
+}
+
+// === impl Compiled ===
+
+impl Compiled {
+    /// Dials every upstream's pool and returns the live snapshot.
+    pub async fn start(self) -> Snapshot {
+        let mut upstreams = Vec::with_capacity(self.upstreams.len());
+        for (config, timeout, max_message_bytes) in self.upstreams {
+            let name = config.name.clone();
+            let pool = Pool::start(config).await;
+            upstreams.push(Arc::new(Upstream {
+                name,
+                pool,
+                timeout,
+                max_message_bytes,
+            }));
+        }
+        Snapshot {
+            routes: self.routes,
+            upstreams,
+            pool: self.pool,
+            settings: self.settings,
+        }
+    }
+}
+
+/// Compiles a loaded routes.toml.
+pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
+    let file = &loaded.file;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let pool = match load_descriptors(loaded) {
+        Ok(pool) => pool,
+        Err(error) => return Err(vec![error]),
+    };
+    let http = pool
+        .get_extension_by_name("google.api.http")
+        .expect("google/api/annotations.proto is compiled into every pool");
+
+    // Upstreams, by name → index.
+    let mut upstream_index = HashMap::new();
+    let mut upstreams = Vec::new();
+    for (name, section) in &file.upstreams {
+        let mut endpoints = Vec::new();
+        for endpoint in &section.get_ref().endpoints {
+            match parse_endpoint(endpoint.get_ref()) {
+                Ok(authority) => endpoints.push(authority),
+                Err(message) => errors.push(
+                    ConfigError::at(endpoint.span(), message)
+                        .hint("write endpoints as \"http://host:port\""),
+                ),
+            }
+        }
+        let s = section.get_ref();
+        if s.endpoints.is_empty() {
+            errors.push(
+                ConfigError::at(
+                    section.span(),
+                    format!("upstream '{}' has no endpoints", name.get_ref()),
+                )
+                .hint("add endpoints = [\"http://127.0.0.1:50051\"]"),
+            );
+        }
+        if *s.connections.get_ref() == 0 {
+            errors.push(ConfigError::at(
+                s.connections.span(),
+                "connections must be at least 1",
+            ));
+        }
+        upstream_index.insert(name.get_ref().clone(), upstreams.len());
+        upstreams.push((
+            PoolConfig {
+                name: name.get_ref().clone(),
+                endpoints,
+                connections: *s.connections.get_ref(),
+                connect_timeout: s.connect_timeout,
+                keepalive_interval: s.keepalive_interval,
+                keepalive_timeout: s.keepalive_timeout,
+                backoff_initial: s.reconnect_backoff,
+                backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
+            },
+            s.timeout,
+            s.max_message_bytes,
+        ));
+    }
+
+    let forward_request = header_list(&file.headers.forward_request, &mut errors);
+    let forward_response = header_list(&file.headers.forward_response, &mut errors);
+
+    let mut builder = MatcherBuilder::new();
+    let mut summaries = Vec::new();
+    let mut claimed: HashMap<(String, String), (Range<usize>, String)> = HashMap::new();
+    for route in &file.routes {
+        let section = route.get_ref();
+        let service_name = section.service.get_ref();
+        let Some(service) = pool.get_service_by_name(service_name) else {
+            let known: Vec<String> = pool.services().map(|s| s.full_name().to_string()).collect();
+            errors.push(
+                ConfigError::at(
+                    section.service.span(),
+                    format!("unknown service '{service_name}'"),
+                )
+                .hint(suggest(service_name, &known, "services")),
+            );
+            continue;
+        };
+        let upstream = match upstream_index.get(section.upstream.get_ref()) {
+            Some(&index) => Some(index),
+            None => {
+                let known: Vec<String> = upstream_index.keys().cloned().collect();
+                errors.push(
+                    ConfigError::at(
+                        section.upstream.span(),
+                        format!("unknown upstream '{}'", section.upstream.get_ref()),
+                    )
+                    .hint(suggest(
+                        section.upstream.get_ref(),
+                        &known,
+                        "upstreams",
+                    )),
+                );
+                None
+            }
+        };
+        for name in section.methods.keys() {
+            if !service.methods().any(|m| m.name() == name.get_ref()) {
+                let known: Vec<String> = service.methods().map(|m| m.name().to_string()).collect();
+                errors.push(
+                    ConfigError::at(
+                        name.span(),
+                        format!(
+                            "service '{service_name}' has no method '{}'",
+                            name.get_ref()
+                        ),
+                    )
+                    .hint(suggest(name.get_ref(), &known, "methods")),
+                );
+            }
+        }
+        for method in service.methods() {
+            let overrides = section
+                .methods
+                .iter()
+                .find(|(name, _)| name.get_ref() == method.name())
+                .map(|(_, m)| m);
+            let method_section = overrides.map(|m| m.get_ref());
+            if method_section.is_some_and(|m| !m.expose) {
+                continue;
+            }
+            let rule = match method_section.and_then(|m| m.http.as_ref()) {
+                Some(config_rule) => match HttpRule::from_config(config_rule) {
+                    Ok(rule) => Some(rule),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+                None => HttpRule::from_annotation(&method, &http),
+            };
+            let Some(rule) = rule else {
+                warnings.push(format!(
+                    "{} has no google.api.http rule and no [routes.methods.{}] http binding; it is not exposed",
+                    method.full_name(),
+                    method.name()
+                ));
+                continue;
+            };
+            let rule_span = overrides.map_or(section.service.span(), |m| m.span());
+            if method.is_client_streaming() || method.is_server_streaming() {
+                errors.push(
+                    ConfigError::at(
+                        rule_span,
+                        format!(
+                            "{} is a streaming method; only unary methods can be bound",
+                            method.full_name()
+                        ),
+                    )
+                    .hint(format!(
+                        "add [routes.methods.{}] expose = false",
+                        method.name()
+                    )),
+                );
+                continue;
+            }
+            let (method_bindings, binding_errors) = bindings(&method, &rule, rule_span.clone());
+            errors.extend(binding_errors);
+            let Some(upstream) = upstream else { continue };
+            let (_, upstream_timeout, _) = &upstreams[upstream];
+            let timeout = method_section
+                .and_then(|m| m.timeout)
+                .or(section.timeout)
+                .unwrap_or(*upstream_timeout);
+            let json = json_mapping(&[
+                &file.json,
+                &section.json,
+                &method_section.map(|m| m.json.clone()).unwrap_or_default(),
+            ]);
+            let grpc_path =
+                match PathAndQuery::try_from(format!("/{}/{}", service.full_name(), method.name()))
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors.push(ConfigError::at(
+                            rule_span.clone(),
+                            format!("{}: {e}", method.full_name()),
+                        ));
+                        continue;
+                    }
+                };
+            for binding in method_bindings {
+                let span = binding.span.clone().unwrap_or(rule_span.clone());
+                let key = (binding.http_method.to_string(), binding.template.shape());
+                if let Some((first, owner)) = claimed.get(&key) {
+                    let (line, _) = loaded.source.line_col(first.start);
+                    errors.push(
+                        ConfigError::at(span, format!("{} {} of {} is already bound to {owner} (line {line})", key.0, binding.template, method.full_name()))
+                            .hint("two routes cannot claim the same method and path template; change one or set expose = false"),
+                    );
+                    continue;
+                }
+                claimed.insert(key, (span.clone(), method.full_name().to_string()));
+                summaries.push(RouteSummary {
+                    http_method: binding.http_method.to_string(),
+                    template: binding.template.to_string(),
+                    grpc_method: method.full_name().to_string(),
+                    upstream: section.upstream.get_ref().clone(),
+                    body: match &binding.body {
+                        crate::route::BodyRule::None => String::new(),
+                        crate::route::BodyRule::Whole => "*".into(),
+                        crate::route::BodyRule::Field(f) => f.to_string(),
+                    },
+                    timeout,
+                });
+                let route = Route {
+                    method: method.clone(),
+                    http_method: binding.http_method.clone(),
+                    template: binding.template.clone(),
+                    grpc_path: grpc_path.clone(),
+                    variables: binding.variables,
+                    body: binding.body,
+                    response_body: binding.response_body,
+                    upstream,
+                    upstream_name: section.upstream.get_ref().clone(),
+                    timeout,
+                    json: json.clone(),
+                };
+                if let Err(conflict) = builder.insert(binding.http_method, binding.template, route)
+                {
+                    errors.push(ConfigError::at(
+                        span,
+                        format!(
+                            "{} conflicts with {}",
+                            method.full_name(),
+                            conflict.existing_template
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if file.routes.is_empty() {
+        warnings.push("routes.toml has no [[routes]]; every request will answer 404".into());
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Compiled {
+        routes: RouteTable::new(builder.build(), summaries),
+        upstreams,
+        pool,
+        settings: Settings {
+            server: file.server.clone(),
+            limits: file.limits.clone(),
+            forward_request,
+            forward_response,
+        },
+        warnings,
+    })
+}
+
+fn load_descriptors(loaded: &Loaded) -> Result<DescriptorPool, ConfigError> {
+    let proto = &loaded.file.proto;
+    let section = proto.get_ref();
+    let source = match (&section.descriptor_set, section.files.is_empty()) {
+        (Some(_), false) => {
+            return Err(ConfigError::at(
+                proto.span(),
+                "give either proto.files or proto.descriptor_set, not both",
+            ));
+        }
+        (Some(set), true) => DescriptorSource::DescriptorSet(loaded.base_dir.join(set.get_ref())),
+        (None, _) => DescriptorSource::Protos {
+            files: section.files.iter().map(|f| f.get_ref().clone()).collect(),
+            include: if section.include.is_empty() {
+                vec![loaded.base_dir.clone()]
+            } else {
+                section
+                    .include
+                    .iter()
+                    .map(|i| loaded.base_dir.join(i.get_ref()))
+                    .collect()
+            },
+        },
+    };
+    descriptors::load(&source).map_err(|e| {
+        ConfigError::at(proto.span(), format!("cannot load descriptors: {e}"))
+            .hint("check proto.files and proto.include (include paths are relative to routes.toml)")
+    })
+}
+
+fn parse_endpoint(text: &str) -> Result<Authority, String> {
+    let rest = text.strip_prefix("http://").ok_or_else(|| {
+        format!("endpoint {text:?} must start with http:// (TLS to upstreams is not supported yet)")
+    })?;
+    let authority: Authority = rest
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| format!("endpoint {text:?}: {e}"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("endpoint {text:?} has no port"));
+    }
+    Ok(authority)
+}
+
+fn header_list(names: &[toml::Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for name in names {
+        let lower = name.get_ref().to_ascii_lowercase();
+        match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(header) if is_forwardable(&lower) => out.push(header),
+            Ok(_) => errors.push(
+                ConfigError::at(name.span(), format!("header '{lower}' cannot be forwarded")).hint(
+                    "hop-by-hop, grpc-* and gateway-set headers are never forwarded from a list",
+                ),
+            ),
+            Err(_) => errors.push(ConfigError::at(
+                name.span(),
+                format!("'{}' is not a valid header name", name.get_ref()),
+            )),
+        }
+    }
+    out
+}
+
+fn json_mapping(layers: &[&JsonOptions]) -> JsonMapping {
+    let pick = |get: fn(&JsonOptions) -> Option<bool>| {
+        layers.iter().rev().find_map(|l| get(l)).unwrap_or(false)
+    };
+    JsonMapping {
+        serialize: SerializeOptions::new()
+            .use_proto_field_name(pick(|o| o.use_proto_names))
+            .skip_default_fields(!pick(|o| o.emit_unpopulated))
+            .use_enum_numbers(pick(|o| o.enums_as_numbers))
+            .stringify_64_bit_integers(true),
+        deny_unknown_fields: !pick(|o| o.ignore_unknown_fields),
+        deny_unknown_query: !pick(|o| o.ignore_unknown_query_parameters),
+    }
+}
+
+/// "did you mean X?" by edit distance, else the list of what exists.
+fn suggest(wrong: &str, known: &[String], what: &str) -> String {
+    let best = known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&wrong.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= wrong.len().max(3) / 3 + 1 => format!("did you mean '{k}'?"),
+        _ if known.is_empty() => format!("no {what} are defined"),
+        _ => format!("known {what}: {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}

@@ -1,0 +1,18 @@
+//! Turns a matched HTTP request into an encoded gRPC request message, and a
+//! gRPC response (or status) back into an HTTP answer, with reflected
+//! descriptors and the proto3 JSON mapping.
+
+pub mod field_path;
+pub mod query;
+pub mod request;
+pub mod response;
+pub mod status;
+pub mod text;
+
+pub use field_path::FieldPath;
+pub use request::request;
+pub use response::{HttpReply, response};
+pub use status::upstream_status;
+
+/// Full name of google.api.HttpBody, which passes raw bytes both ways.
+pub const HTTP_BODY: &str = "google.api.HttpBody";

@@ -1,0 +1,166 @@
+//! Sets request fields from the query string: `a.b=1` for nested fields,
+//! repeated keys for repeated fields, text values per [`super::text`].
+//!
+//! Fields bound by the path or the body cannot be set again from the query,
+//! a singular field given twice is an error, and unknown parameters are an
+//! error unless the route says to ignore them: nothing the client sent is
+//! silently dropped or silently overridden.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode;
+use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+
+use super::{FieldPath, text};
+use crate::error::ClientError;
+use crate::route::{BodyRule, Route};
+
+const IN_QUERY: &str = " in the query string";
+
+/// Applies every `key=value` pair of `query` to `message`.
+pub fn apply(message: &mut DynamicMessage, route: &Route, query: &str) -> Result<(), ClientError> {
+    let descriptor = message.descriptor();
+    let mut seen_singular: Vec<FieldPath> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(raw_key)?;
+        let value = decode(raw_value)?;
+        let unknown = || ClientError::UnknownField {
+            field: key.to_string(),
+            context: IN_QUERY,
+        };
+        if matches!(route.body, BodyRule::Whole) {
+            // body "*" binds every field not in the path: none is left for the query.
+            if route.json.deny_unknown_query {
+                return Err(ClientError::InvalidField {
+                    field: key.to_string(),
+                    reason: "this route takes every field from the body; query parameters are not accepted".into(),
+                });
+            }
+            continue;
+        }
+        let path = match FieldPath::resolve(&descriptor, &key) {
+            Ok(path) => path,
+            Err(_) if !route.json.deny_unknown_query => continue,
+            Err(_) => return Err(unknown()),
+        };
+        if let Some(bound) = route
+            .variables
+            .iter()
+            .find(|v| path.is_within(v) || v.is_within(&path))
+        {
+            return Err(ClientError::InvalidField {
+                field: path.to_string(),
+                reason: format!("already bound by the path variable {{{bound}}}"),
+            });
+        }
+        if let BodyRule::Field(body) = &route.body
+            && (path.is_within(body) || body.is_within(&path))
+        {
+            return Err(ClientError::InvalidField {
+                field: path.to_string(),
+                reason: format!("already bound by the request body field '{body}'"),
+            });
+        }
+        set(message, &path, &value, &mut seen_singular)?;
+    }
+    Ok(())
+}
+
+fn set(
+    message: &mut DynamicMessage,
+    path: &FieldPath,
+    value: &str,
+    seen_singular: &mut Vec<FieldPath>,
+) -> Result<(), ClientError> {
+    let invalid = |reason: String| ClientError::InvalidField {
+        field: path.to_string(),
+        reason,
+    };
+    let leaf = path.leaf();
+    if leaf.is_map() {
+        return Err(invalid(
+            "map fields cannot be set from the query string".into(),
+        ));
+    }
+    let kind = leaf.kind();
+    if let Kind::Message(m) = &kind
+        && !text::is_text_message(m)
+    {
+        return Err(invalid(format!(
+            "is a message; set its fields instead, e.g. {path}.{}=...",
+            m.fields()
+                .next()
+                .map_or("field".to_string(), |f| f.name().to_string())
+        )));
+    }
+    let parsed = text::parse(&kind, value).map_err(invalid)?;
+    if leaf.is_list() {
+        if let Some(Value::List(list)) = path.get_mut(message) {
+            list.push(parsed);
+        }
+        return Ok(());
+    }
+    if seen_singular.contains(path) {
+        return Err(invalid("a singular field was given more than once".into()));
+    }
+    if let Some(oneof) = leaf.containing_oneof() {
+        let parent = &path.fields()[..path.fields().len() - 1];
+        let taken = oneof.fields().find(|other| {
+            other != leaf
+                && seen_singular
+                    .iter()
+                    .any(|s| s.leaf() == other && s.fields()[..s.fields().len() - 1] == *parent)
+        });
+        if let Some(other) = taken {
+            return Err(invalid(format!(
+                "'{}' of the same oneof '{}' is already set",
+                other.name(),
+                oneof.name()
+            )));
+        }
+    }
+    seen_singular.push(path.clone());
+    path.set(message, parsed);
+    Ok(())
+}
+
+/// Percent-decodes a query component; `+` means space (HTML form encoding).
+fn decode(raw: &str) -> Result<Cow<'_, str>, ClientError> {
+    let spaced: Cow<'_, str> = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if !spaced.contains('%') {
+        return Ok(spaced);
+    }
+    check_escapes(&spaced)?;
+    let decoded = percent_decode(spaced.as_bytes())
+        .decode_utf8()
+        .map_err(|_| {
+            ClientError::InvalidPath("the query string is not valid UTF-8 once decoded".into())
+        })?;
+    Ok(Cow::Owned(decoded.into_owned()))
+}
+
+/// percent_decode passes invalid escapes through; a gateway must not guess.
+fn check_escapes(text: &str) -> Result<(), ClientError> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let valid = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !valid {
+                return Err(ClientError::InvalidPath(format!(
+                    "invalid percent-escape in the query string at byte {i}"
+                )));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Builds the gRPC request message: the body per the binding's rule, then
+//! the path variables, then the remaining fields from the query string, and
+//! encodes it as one framed gRPC message.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use prost::Message;
+use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, Value};
+
+use super::{FieldPath, HTTP_BODY, query, text};
+use crate::error::ClientError;
+use crate::route::{BodyRule, Route};
+use crate::upstream::grpc::frame;
+
+/// The parts of an HTTP request that feed the gRPC message.
+#[derive(Debug)]
+pub struct HttpInput<'a> {
+    /// Decoded path variables, `(variable index, value)`.
+    pub captures: &'a [(usize, String)],
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The request's Content-Type.
+    pub content_type: Option<&'a HeaderValue>,
+    /// The whole (decompressed, size-checked) body.
+    pub body: Bytes,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+}
+
+/// Builds and frames the request message for `route`.
+pub fn request(route: &Route, input: HttpInput<'_>) -> Result<Bytes, ClientError> {
+    let descriptor = route.method.input();
+    let mut message = match &route.body {
+        BodyRule::None if !input.body.is_empty() => {
+            return Err(ClientError::InvalidField {
+                field: "(body)".into(),
+                reason: "this route takes no request body; send the fields in the query string"
+                    .into(),
+            });
+        }
+        BodyRule::None => DynamicMessage::new(descriptor),
+        BodyRule::Whole => body_message(route, &descriptor, None, &input)?,
+        BodyRule::Field(path) => body_message(route, &descriptor, Some(path), &input)?,
+    };
+    for (index, value) in input.captures {
+        let Some(field) = route.variables.get(*index) else {
+            continue;
+        };
+        let parsed = text::parse(&field.leaf().kind(), value).map_err(|reason| {
+            ClientError::InvalidField {
+                field: field.to_string(),
+                reason,
+            }
+        })?;
+        field.set(&mut message, parsed);
+    }
+    if let Some(query) = input.query.filter(|q| !q.is_empty()) {
+        query::apply(&mut message, route, query)?;
+    }
+    Ok(frame(|buf| message.encode_raw(buf), message.encoded_len()))
+}
+
+fn body_message(
+    route: &Route,
+    descriptor: &MessageDescriptor,
+    field: Option<&FieldPath>,
+    input: &HttpInput<'_>,
+) -> Result<DynamicMessage, ClientError> {
+    let target_is_http_body = match field {
+        None => descriptor.full_name() == HTTP_BODY,
+        Some(path) => {
+            matches!(path.leaf().kind(), Kind::Message(m) if m.full_name() == HTTP_BODY && !path.leaf().is_list())
+        }
+    };
+    if target_is_http_body {
+        return Ok(http_body_message(descriptor, field, input));
+    }
+    if input.body.is_empty() {
+        return Ok(DynamicMessage::new(descriptor.clone()));
+    }
+    check_json_content_type(input.content_type)?;
+    if exceeds_depth(&input.body, input.max_json_depth) {
+        return Err(ClientError::JsonTooDeep {
+            limit: input.max_json_depth,
+        });
+    }
+    let options = DeserializeOptions::new().deny_unknown_fields(route.json.deny_unknown_fields);
+    match field {
+        None => parse_json(descriptor, &input.body, &options, 0),
+        Some(path) => {
+            // Wrap the body as {"a":{"b":BODY}} and parse the whole message:
+            // one parser, one set of error messages, exact proto3 JSON rules.
+            let mut wrapped = Vec::with_capacity(input.body.len() + 8 * path.fields().len());
+            for f in path.fields() {
+                wrapped.extend_from_slice(b"{\"");
+                wrapped.extend_from_slice(f.name().as_bytes());
+                wrapped.extend_from_slice(b"\":");
+            }
+            let prefix = wrapped.len();
+            wrapped.extend_from_slice(&input.body);
+            wrapped.extend(std::iter::repeat_n(b'}', path.fields().len()));
+            parse_json(descriptor, &wrapped, &options, prefix)
+        }
+    }
+}
+
+fn http_body_message(
+    descriptor: &MessageDescriptor,
+    field: Option<&FieldPath>,
+    input: &HttpInput<'_>,
+) -> DynamicMessage {
+    let mut message = DynamicMessage::new(descriptor.clone());
+    let content_type = input
+        .content_type
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let fill = |body: &mut DynamicMessage| {
+        body.set_field_by_name("content_type", Value::String(content_type.clone()));
+        body.set_field_by_name("data", Value::Bytes(input.body.clone()));
+    };
+    match field {
+        None => fill(&mut message),
+        Some(path) => {
+            if let Some(Value::Message(body)) = path.get_mut(&mut message) {
+                fill(body);
+            }
+        }
+    }
+    message
+}
+
+fn parse_json(
+    descriptor: &MessageDescriptor,
+    json: &[u8],
+    options: &DeserializeOptions,
+    column_offset: usize,
+) -> Result<DynamicMessage, ClientError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let message =
+        DynamicMessage::deserialize_with_options(descriptor.clone(), &mut deserializer, options)
+            .and_then(|m| deserializer.end().map(|()| m))
+            .map_err(|e| json_error(&e, column_offset))?;
+    Ok(message)
+}
+
+fn json_error(error: &serde_json::Error, column_offset: usize) -> ClientError {
+    let line = error.line();
+    // The wrapper prefix sits on line 1; report columns of the client's body.
+    let column = if line == 1 {
+        error.column().saturating_sub(column_offset).max(1)
+    } else {
+        error.column()
+    };
+    let full = error.to_string();
+    // serde_json appends " at line X column Y"; we report our own position.
+    let message = full
+        .rsplit_once(" at line ")
+        .map_or(full.as_str(), |(m, _)| m)
+        .to_string();
+    if let Some(name) = message
+        .strip_prefix("unrecognized field name '")
+        .or_else(|| message.strip_prefix("unrecognized field name `"))
+        .and_then(|rest| rest.strip_suffix('\'').or_else(|| rest.strip_suffix('`')))
+    {
+        return ClientError::UnknownField {
+            field: name.to_string(),
+            context: " in the request body",
+        };
+    }
+    ClientError::MalformedJson {
+        message,
+        line,
+        column,
+    }
+}
+
+fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), ClientError> {
+    let Some(value) = content_type else {
+        return Err(ClientError::UnsupportedMediaType {
+            got: String::new(),
+            expected: "application/json",
+        });
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ClientError::UnsupportedMediaType {
+            got: text.to_string(),
+            expected: "application/json",
+        })
+    }
+}
+
+/// Whether JSON text nests objects/arrays deeper than `limit`. A linear scan
+/// that skips strings, run before parsing so a deep document costs nothing.
+pub fn exceeds_depth(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert!(!exceeds_depth(br#"{"a":"[[[[[[[["}"#, 2));
+        assert!(exceeds_depth(br#"{"a":[[{"b":1}]]}"#, 3));
+        assert!(!exceeds_depth(br#"{"a":[[{"b":"\"{"}]]}"#, 4));
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(
+            check_json_content_type(Some(&HeaderValue::from_static(
+                "application/json; charset=utf-8"
+            )))
+            .is_ok()
+        );
+        assert!(
+            check_json_content_type(Some(&HeaderValue::from_static(
+                "application/merge-patch+json"
+            )))
+            .is_ok()
+        );
+        assert!(check_json_content_type(Some(&HeaderValue::from_static("text/plain"))).is_err());
+        assert!(check_json_content_type(None).is_err());
+    }
+}

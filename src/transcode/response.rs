@@ -1,0 +1,111 @@
+//! Turns the upstream's response message into the HTTP answer: proto3 JSON
+//! of the whole message or of its `response_body` field, or raw bytes with
+//! their own content type for `google.api.HttpBody`.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+
+use super::HTTP_BODY;
+use crate::error::{GatewayError, TransportError};
+use crate::headers::CONTENT_TYPE_JSON;
+use crate::route::Route;
+
+/// The HTTP answer's body and content type.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// Response body.
+    pub body: Bytes,
+    /// Its content type.
+    pub content_type: HeaderValue,
+}
+
+/// Decodes `message` (the output type of `route`'s method) and renders it.
+pub fn response(route: &Route, message: Bytes) -> Result<HttpReply, GatewayError> {
+    let decoded = DynamicMessage::decode(route.method.output(), message).map_err(|e| {
+        GatewayError::Transport(TransportError::BadResponse {
+            upstream: route.upstream_name.clone(),
+            reason: format!(
+                "undecodable {} message: {e}",
+                route.method.output().full_name()
+            ),
+        })
+    })?;
+    let Some(path) = &route.response_body else {
+        return render_message(route, &decoded);
+    };
+    let leaf = path.leaf();
+    match (leaf.kind(), leaf.is_list() || leaf.is_map()) {
+        (Kind::Message(descriptor), false) => {
+            let value = path.get(&decoded);
+            match value.as_deref() {
+                Some(Value::Message(inner)) => render_message(route, inner),
+                _ => render_message(route, &DynamicMessage::new(descriptor)),
+            }
+        }
+        _ => render_field(route, &decoded),
+    }
+}
+
+fn render_message(route: &Route, message: &DynamicMessage) -> Result<HttpReply, GatewayError> {
+    if message.descriptor().full_name() == HTTP_BODY {
+        return Ok(http_body(message));
+    }
+    let mut body = Vec::with_capacity(256);
+    message
+        .serialize_with_options(
+            &mut serde_json::Serializer::new(&mut body),
+            &route.json.serialize,
+        )
+        .map_err(|e| {
+            GatewayError::Internal(format!(
+                "cannot render {}: {e}",
+                message.descriptor().full_name()
+            ))
+        })?;
+    Ok(HttpReply {
+        body: body.into(),
+        content_type: CONTENT_TYPE_JSON,
+    })
+}
+
+/// A non-message response_body (a scalar, list or map): rendered through its
+/// containing message so the proto3 JSON rules apply, then taken out.
+fn render_field(route: &Route, decoded: &DynamicMessage) -> Result<HttpReply, GatewayError> {
+    let Some(path) = &route.response_body else {
+        return render_message(route, decoded);
+    };
+    let leaf = path.leaf();
+    let parent_descriptor = leaf.parent_message().clone();
+    let mut parent = DynamicMessage::new(parent_descriptor);
+    if let Some(value) = path.get(decoded) {
+        parent.set_field(leaf, value.into_owned());
+    }
+    let options = route.json.serialize.clone().skip_default_fields(false);
+    let json = parent
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| GatewayError::Internal(format!("cannot render response_body: {e}")))?;
+    let value = json
+        .get(leaf.json_name())
+        .or_else(|| json.get(leaf.name()))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let body = serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    Ok(HttpReply {
+        body: body.into(),
+        content_type: CONTENT_TYPE_JSON,
+    })
+}
+
+fn http_body(message: &DynamicMessage) -> HttpReply {
+    let content_type = match message.get_field_by_name("content_type").as_deref() {
+        Some(Value::String(ct)) if !ct.is_empty() => HeaderValue::from_str(ct)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        _ => HeaderValue::from_static("application/octet-stream"),
+    };
+    let body = match message.get_field_by_name("data").as_deref() {
+        Some(Value::Bytes(data)) => data.clone(),
+        _ => Bytes::new(),
+    };
+    HttpReply { body, content_type }
+}

@@ -1,0 +1,252 @@
+//! One unary gRPC call on a pooled connection: frame the message, send it
+//! with the remaining deadline, read exactly one message and the status.
+//!
+//! The framing is done here rather than through tonic's client so that each
+//! failure keeps its layer: a transport failure (no connection, reset,
+//! GOAWAY), a protocol failure (not gRPC, bad frame, oversize message) and a
+//! gRPC status from the service come back as different errors. tonic's
+//! `Status` parser still reads the status, message and details.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+
+use super::deadline::Deadline;
+use super::pool::Pool;
+use crate::error::TransportError;
+use crate::headers::{CONTENT_TYPE_GRPC, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS};
+
+/// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
+const PREFIX_LEN: usize = 5;
+
+/// An encoded request ready to send.
+#[derive(Debug)]
+pub struct UnaryRequest {
+    /// `/package.Service/Method`.
+    pub path: http::uri::PathAndQuery,
+    /// The framed message (see [`frame`]).
+    pub framed: Bytes,
+    /// Metadata to send (already filtered).
+    pub metadata: HeaderMap,
+}
+
+/// A successful (grpc-status 0) answer.
+#[derive(Debug)]
+pub struct UnaryReply {
+    /// The one response message, unframed.
+    pub message: Bytes,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Trailers.
+    pub trailers: HeaderMap,
+}
+
+/// Why a call did not produce a message.
+#[derive(Debug)]
+pub enum CallError {
+    /// The service answered with a non-OK status.
+    Status {
+        /// The status, with its details bytes.
+        status: tonic::Status,
+        /// Response headers merged with trailers, for metadata forwarding.
+        metadata: HeaderMap,
+    },
+    /// The network or protocol failed.
+    Transport(TransportError),
+    /// The deadline ran out; the call was cancelled.
+    DeadlineExceeded,
+}
+
+/// Frames an encoded message: uncompressed flag, big-endian length, bytes.
+pub fn frame(encode: impl FnOnce(&mut BytesMut), size_hint: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + size_hint);
+    buf.put_bytes(0, PREFIX_LEN);
+    encode(&mut buf);
+    let len = u32::try_from(buf.len() - PREFIX_LEN).unwrap_or(u32::MAX);
+    buf[1..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+/// Makes the call. Dropping the returned future (the deadline firing)
+/// resets the HTTP/2 stream, which the upstream sees as a cancellation.
+pub async fn unary(
+    pool: &Pool,
+    upstream: &str,
+    request: UnaryRequest,
+    deadline: Deadline,
+    max_message_bytes: usize,
+) -> Result<UnaryReply, CallError> {
+    let transport = |e: TransportError| CallError::Transport(e);
+    let mut lease = pool.lease().map_err(|reason| {
+        transport(TransportError::Unreachable {
+            upstream: upstream.to_string(),
+            reason,
+        })
+    })?;
+    // The remaining budget, computed now, at the moment of the call.
+    let timeout = deadline
+        .to_grpc_timeout()
+        .ok_or(CallError::DeadlineExceeded)?;
+    let uri = Uri::builder()
+        .scheme(pool.scheme().clone())
+        .authority(lease.authority.clone())
+        .path_and_query(request.path)
+        .build()
+        .map_err(|e| {
+            transport(bad_response(
+                upstream,
+                format!("cannot build request URI: {e}"),
+            ))
+        })?;
+    let mut http_request = Request::new(Full::new(request.framed));
+    *http_request.method_mut() = Method::POST;
+    *http_request.uri_mut() = uri;
+    *http_request.version_mut() = http::Version::HTTP_2;
+    let headers = http_request.headers_mut();
+    *headers = request.metadata;
+    headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
+    headers.insert(TE, TE_TRAILERS);
+    headers.insert(GRPC_TIMEOUT, timeout);
+
+    let call = async {
+        let response = lease.sender.send_request(http_request).await.map_err(|e| {
+            transport(TransportError::ConnectionLost {
+                upstream: upstream.to_string(),
+                reason: e.to_string(),
+            })
+        })?;
+        read_reply(response, upstream, max_message_bytes).await
+    };
+    match tokio::time::timeout_at(deadline.instant(), call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(CallError::DeadlineExceeded),
+    }
+}
+
+async fn read_reply(
+    response: http::Response<hyper::body::Incoming>,
+    upstream: &str,
+    max_message_bytes: usize,
+) -> Result<UnaryReply, CallError> {
+    let bad = |reason: String| CallError::Transport(bad_response(upstream, reason));
+    let (parts, body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        return Err(bad(format!(
+            "HTTP status {} instead of 200 (not a gRPC server?)",
+            parts.status
+        )));
+    }
+    let is_grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc {
+        return Err(bad("response content-type is not application/grpc".into()));
+    }
+    // Trailers-only: the status is in the headers and there is no body.
+    if parts.headers.contains_key(GRPC_STATUS) {
+        return Err(status_error(&parts.headers, HeaderMap::new(), upstream));
+    }
+    let collected = Limited::new(body, max_message_bytes + PREFIX_LEN)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                bad(format!(
+                    "response message is larger than the limit of {max_message_bytes} bytes"
+                ))
+            } else {
+                CallError::Transport(TransportError::ConnectionLost {
+                    upstream: upstream.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        })?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let mut data = collected.to_bytes();
+    if !trailers.contains_key(GRPC_STATUS) {
+        return Err(bad("the response has no grpc-status trailer".into()));
+    }
+    if trailers.get(GRPC_STATUS).map(|v| v.as_bytes()) != Some(b"0") {
+        return Err(status_error(&parts.headers, trailers, upstream));
+    }
+    let message = unframe(&mut data, max_message_bytes).map_err(bad)?;
+    if !data.is_empty() {
+        return Err(bad("a unary response carried more than one message".into()));
+    }
+    Ok(UnaryReply {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+/// Takes exactly one uncompressed message off the front of `data`.
+fn unframe(data: &mut Bytes, max_message_bytes: usize) -> Result<Bytes, String> {
+    if data.len() < PREFIX_LEN {
+        return Err(if data.is_empty() {
+            "an OK response carried no message".into()
+        } else {
+            "truncated gRPC frame".into()
+        });
+    }
+    let compressed = data[0];
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    match compressed {
+        0 => {}
+        // The gateway never advertises grpc-accept-encoding, so a
+        // compressed message is a protocol violation.
+        1 => return Err("compressed message although none was accepted".into()),
+        flag => return Err(format!("invalid gRPC frame flag {flag}")),
+    }
+    if len > max_message_bytes {
+        return Err(format!(
+            "response message of {len} bytes is over the limit of {max_message_bytes}"
+        ));
+    }
+    data.advance(PREFIX_LEN);
+    if data.len() < len {
+        return Err("truncated gRPC frame".into());
+    }
+    Ok(data.split_to(len))
+}
+
+fn status_error(headers: &HeaderMap, trailers: HeaderMap, upstream: &str) -> CallError {
+    let mut metadata = headers.clone();
+    metadata.extend(trailers);
+    match tonic::Status::from_header_map(&metadata) {
+        Some(status) => CallError::Status { status, metadata },
+        None => CallError::Transport(bad_response(upstream, "unparseable grpc-status".into())),
+    }
+}
+
+fn bad_response(upstream: &str, reason: String) -> TransportError {
+    TransportError::BadResponse {
+        upstream: upstream.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let framed = frame(|b| b.put_slice(b"hello"), 5);
+        assert_eq!(&framed[..5], &[0, 0, 0, 0, 5]);
+        let mut data = framed;
+        assert_eq!(unframe(&mut data, 100).as_deref(), Ok(&b"hello"[..]));
+        assert!(data.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_frames() {
+        let mut truncated = Bytes::from_static(&[0, 0, 0, 0, 9, 1]);
+        assert!(unframe(&mut truncated, 100).is_err());
+        let mut compressed = Bytes::from_static(&[1, 0, 0, 0, 0]);
+        assert!(unframe(&mut compressed, 100).is_err());
+        let mut big = Bytes::from_static(&[0, 0, 0, 1, 0]);
+        assert!(unframe(&mut big, 100).is_err());
+    }
+}
