@@ -42,6 +42,9 @@ pub enum Command {
         /// Path of routes.toml.
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+        /// Listen here instead of `[server] listen` (e.g. 0.0.0.0:8080 in a container).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
     Check {
@@ -54,6 +57,12 @@ pub enum Command {
         /// Path of routes.toml (its `bookstore` upstream says where the Bookstore listens).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+        /// Listen here instead of `[server] listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Run only the Bookstore gRPC service (the load script runs the gateway apart).
+        #[arg(long)]
+        upstream_only: bool,
     },
 }
 
@@ -71,8 +80,13 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check { config } => check(&config),
-            Command::Serve { config } => serve(&config, false).await,
-            Command::Demo { config } => serve(&config, true).await,
+            Command::Serve { config, listen } => serve(&config, listen, false).await,
+            Command::Demo {
+                config,
+                upstream_only: true,
+                ..
+            } => bookstore_only(&config).await,
+            Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
         }
     })
 }
@@ -118,37 +132,53 @@ fn check(path: &Path) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let summaries = compiled.routes.summaries();
-    let width = |f: fn(&crate::route::RouteSummary) -> usize, title: &str| {
-        summaries.iter().map(f).max().unwrap_or(0).max(title.len())
-    };
-    let (wm, wt, wg) = (
-        width(|s| s.http_method.len(), "METHOD"),
-        width(|s| s.template.len(), "TEMPLATE"),
-        width(|s| s.grpc_method.len(), "GRPC METHOD"),
-    );
-    println!(
-        "{:wm$}  {:wt$}  {:wg$}  UPSTREAM  TIMEOUT  BODY",
-        "METHOD", "TEMPLATE", "GRPC METHOD"
-    );
-    for s in summaries {
-        println!(
-            "{:wm$}  {:wt$}  {:wg$}  {:8}  {:7}  {}",
-            s.http_method,
-            s.template,
-            s.grpc_method,
-            s.upstream,
-            humantime::format_duration(s.timeout).to_string(),
-            s.body
-        );
+    let rows: Vec<[String; 6]> = summaries
+        .iter()
+        .map(|s| {
+            [
+                s.http_method.clone(),
+                s.template.clone(),
+                s.grpc_method.clone(),
+                s.upstream.clone(),
+                humantime::format_duration(s.timeout).to_string(),
+                s.body.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "METHOD",
+        "TEMPLATE",
+        "GRPC METHOD",
+        "UPSTREAM",
+        "TIMEOUT",
+        "BODY",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
     }
     println!("{} route(s) OK", summaries.len());
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, with_demo: bool) -> ExitCode {
-    let Some(compiled) = load(path) else {
+async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
+    let Some(mut compiled) = load(path) else {
         return ExitCode::FAILURE;
     };
+    if let Some(listen) = listen {
+        compiled.settings.server.listen = listen;
+    }
     if with_demo {
         let Some(addr) = demo_address(&compiled) else {
             eprintln!(
@@ -189,6 +219,25 @@ async fn serve(path: &Path, with_demo: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn bookstore_only(path: &Path) -> ExitCode {
+    let Some(addr) = load(path).as_ref().and_then(demo_address) else {
+        eprintln!(
+            "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    match demo::spawn(addr).await {
+        Ok(addr) => tracing::info!(%addr, "demo Bookstore gRPC service listening"),
+        Err(e) => {
+            eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    shutdown_signal().await;
+    ExitCode::SUCCESS
 }
 
 fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {

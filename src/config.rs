@@ -53,6 +53,8 @@ pub fn parse(text: &str) -> Result<RoutesFile, ConfigError> {
         let message = e.message().trim().to_string();
         let hint = if message.starts_with("unknown field") {
             "remove the key or fix its spelling; the README lists every key"
+        } else if message.contains("duration") {
+            "write a duration as a string with a unit: \"250ms\", \"5s\", \"1m 30s\""
         } else {
             "see the routes.toml reference in the README"
         };

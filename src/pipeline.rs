@@ -179,7 +179,7 @@ fn check_request_limits(snapshot: &Snapshot, parts: &Parts) -> Result<(), Client
 fn client_timeout(headers: &HeaderMap) -> Result<Option<std::time::Duration>, ClientError> {
     headers
         .get(GRPC_TIMEOUT)
-        .map(|value| deadline::decode(value))
+        .map(deadline::decode)
         .transpose()
         .map_err(|e| ClientError::InvalidHeader {
             name: "grpc-timeout",

@@ -4,7 +4,7 @@
 //! collected, each with its place in routes.toml and a hint, and compilation
 //! fails only at the end, so `protogate check` reports them all at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use prost_reflect::{DescriptorPool, SerializeOptions};
 
 use crate::config::file::{JsonOptions, LimitsSection, ServerSection};
 use crate::config::{ConfigError, Loaded};
-use crate::descriptors::{self, DescriptorSource};
+use crate::descriptors::{self, DescriptorError, DescriptorSource};
 use crate::headers::is_forwardable;
 use crate::route::compile::{HttpRule, bindings};
 use crate::route::matcher::MatcherBuilder;
@@ -127,10 +127,10 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
             );
         }
         if *s.connections.get_ref() == 0 {
-            errors.push(ConfigError::at(
-                s.connections.span(),
-                "connections must be at least 1",
-            ));
+            errors.push(
+                ConfigError::at(s.connections.span(), "connections must be at least 1")
+                    .hint("it is the number of HTTP/2 connections kept to each endpoint; the default is 2"),
+            );
         }
         upstream_index.insert(name.get_ref().clone(), upstreams.len());
         upstreams.push((
@@ -154,9 +154,15 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
 
     let mut builder = MatcherBuilder::new();
     let mut summaries = Vec::new();
-    let mut claimed: HashMap<(String, String), (Range<usize>, String)> = HashMap::new();
-    for route in &file.routes {
+    // (HTTP method, template shape) → (where, gRPC method, index of its [[routes]] entry).
+    let mut claimed: HashMap<(String, String), (Range<usize>, String, usize)> = HashMap::new();
+    for (route_index, route) in file.routes.iter().enumerate() {
         let section = route.get_ref();
+        // Methods this entry binds again that an earlier entry for the same
+        // service already bound, by that entry's index: one error per entry,
+        // not one per binding.
+        let mut routed_twice: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut bound_here = 0usize;
         let service_name = section.service.get_ref();
         let Some(service) = pool.get_service_by_name(service_name) else {
             let known: Vec<String> = pool.services().map(|s| s.full_name().to_string()).collect();
@@ -172,7 +178,9 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
         let upstream = match upstream_index.get(section.upstream.get_ref()) {
             Some(&index) => Some(index),
             None => {
-                let known: Vec<String> = upstream_index.keys().cloned().collect();
+                // Sorted (the map is a BTreeMap), so the hint is stable.
+                let known: Vec<String> =
+                    file.upstreams.keys().map(|k| k.get_ref().clone()).collect();
                 errors.push(
                     ConfigError::at(
                         section.upstream.span(),
@@ -275,7 +283,14 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
             for binding in method_bindings {
                 let span = binding.span.clone().unwrap_or(rule_span.clone());
                 let key = (binding.http_method.to_string(), binding.template.shape());
-                if let Some((first, owner)) = claimed.get(&key) {
+                if let Some((first, owner, owner_route)) = claimed.get(&key) {
+                    if owner.as_str() == method.full_name() && *owner_route != route_index {
+                        let names = routed_twice.entry(*owner_route).or_default();
+                        if !names.iter().any(|n| n == method.name()) {
+                            names.push(method.name().to_string());
+                        }
+                        continue;
+                    }
                     let (line, _) = loaded.source.line_col(first.start);
                     errors.push(
                         ConfigError::at(span, format!("{} {} of {} is already bound to {owner} (line {line})", key.0, binding.template, method.full_name()))
@@ -283,7 +298,11 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
                     );
                     continue;
                 }
-                claimed.insert(key, (span.clone(), method.full_name().to_string()));
+                claimed.insert(
+                    key,
+                    (span.clone(), method.full_name().to_string(), route_index),
+                );
+                bound_here += 1;
                 summaries.push(RouteSummary {
                     http_method: binding.http_method.to_string(),
                     template: binding.template.to_string(),
@@ -322,11 +341,33 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
                 }
             }
         }
+        for (earlier, names) in routed_twice {
+            let (line, _) = loaded
+                .source
+                .line_col(file.routes[earlier].get_ref().service.span().start);
+            let splits = section.methods.values().any(|m| !m.get_ref().expose);
+            let what = if bound_here == 0 && !splits {
+                format!("service '{service_name}' is")
+            } else if names.len() == 1 {
+                format!("method {} of '{service_name}' is", names[0])
+            } else {
+                format!("methods {} of '{service_name}' are", names.join(", "))
+            };
+            errors.push(
+                ConfigError::at(
+                    section.service.span(),
+                    format!("{what} already routed by the [[routes]] entry at line {line}"),
+                )
+                .hint("list each service once; to split its methods between entries, set expose = false on the ones the other entry serves"),
+            );
+        }
     }
     if file.routes.is_empty() {
         warnings.push("routes.toml has no [[routes]]; every request will answer 404".into());
     }
     if !errors.is_empty() {
+        // In file order, as a compiler reports them; mistakes with no place first.
+        errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
         return Err(errors);
     }
     Ok(Compiled {
@@ -347,11 +388,12 @@ fn load_descriptors(loaded: &Loaded) -> Result<DescriptorPool, ConfigError> {
     let proto = &loaded.file.proto;
     let section = proto.get_ref();
     let source = match (&section.descriptor_set, section.files.is_empty()) {
-        (Some(_), false) => {
+        (Some(set), false) => {
             return Err(ConfigError::at(
-                proto.span(),
+                set.span(),
                 "give either proto.files or proto.descriptor_set, not both",
-            ));
+            )
+            .hint("remove descriptor_set to compile the .proto files, or remove files to load the descriptor set"));
         }
         (Some(set), true) => DescriptorSource::DescriptorSet(loaded.base_dir.join(set.get_ref())),
         (None, _) => DescriptorSource::Protos {
@@ -367,9 +409,34 @@ fn load_descriptors(loaded: &Loaded) -> Result<DescriptorPool, ConfigError> {
             },
         },
     };
-    descriptors::load(&source).map_err(|e| {
-        ConfigError::at(proto.span(), format!("cannot load descriptors: {e}"))
-            .hint("check proto.files and proto.include (include paths are relative to routes.toml)")
+    descriptors::load(&source).map_err(|e| match (&source, &e) {
+        (DescriptorSource::Protos { include, .. }, DescriptorError::Compile(message)) => {
+            // Point at the file the message names, when it names one of ours.
+            let span = section
+                .files
+                .iter()
+                .find(|f| message.contains(f.get_ref().as_str()))
+                .map_or(proto.span(), |f| f.span());
+            let hint = if message.contains("not in any include path") || message.contains("not found") {
+                let searched: Vec<String> =
+                    include.iter().map(|d| d.display().to_string()).collect();
+                format!(
+                    "files are named relative to an include path, and include paths relative to routes.toml; searched {}",
+                    searched.join(", ")
+                )
+            } else {
+                "fix the .proto file; it must compile with protoc".to_string()
+            };
+            ConfigError::at(span, format!("cannot load descriptors: {e}")).hint(hint)
+        }
+        _ => ConfigError::at(
+            section
+                .descriptor_set
+                .as_ref()
+                .map_or(proto.span(), |s| s.span()),
+            format!("cannot load descriptors: {e}"),
+        )
+        .hint("descriptor_set is relative to routes.toml; build one with `buf build -o FILE` or `protoc --include_imports --descriptor_set_out=FILE`"),
     })
 }
 

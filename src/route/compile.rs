@@ -28,6 +28,28 @@ pub struct HttpRule {
     pub additional: Vec<HttpRule>,
     /// Where the rule is written in routes.toml (annotations have none).
     pub span: Option<Range<usize>>,
+    /// Where its path template, body and response_body values are written,
+    /// so a diagnostic can point at the value that is wrong.
+    pub value_spans: ValueSpans,
+}
+
+/// Places of a routes.toml rule's values; all `None` for annotations.
+#[derive(Debug, Clone, Default)]
+pub struct ValueSpans {
+    /// The path template string.
+    pub template: Option<Range<usize>>,
+    /// The `body` string.
+    pub body: Option<Range<usize>>,
+    /// The `response_body` string.
+    pub response_body: Option<Range<usize>>,
+}
+
+/// Which value of a rule a mistake is in.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Template,
+    Body,
+    ResponseBody,
 }
 
 /// One checked binding.
@@ -43,7 +65,7 @@ pub struct Binding {
     pub body: BodyRule,
     /// Response field answered instead of the whole message.
     pub response_body: Option<FieldPath>,
-    /// Where it was written, if in routes.toml.
+    /// Where its path template (else its rule) is written, if in routes.toml.
     pub span: Option<Range<usize>>,
 }
 
@@ -107,6 +129,7 @@ impl HttpRule {
             response_body: text("response_body"),
             additional,
             span: None,
+            value_spans: ValueSpans::default(),
         })
     }
 
@@ -115,6 +138,7 @@ impl HttpRule {
         let span = section.span();
         let rule = section.get_ref();
         let mut patterns = Vec::new();
+        let mut template_spans = Vec::new();
         for (method, value) in [
             (Method::GET, &rule.get),
             (Method::PUT, &rule.put),
@@ -124,6 +148,7 @@ impl HttpRule {
         ] {
             if let Some(path) = value {
                 patterns.push((method, path.get_ref().clone()));
+                template_spans.push(path.span());
             }
         }
         if let Some(custom) = &rule.custom {
@@ -134,6 +159,7 @@ impl HttpRule {
                 )
             })?;
             patterns.push((method, custom.path.get_ref().clone()));
+            template_spans.push(custom.path.span());
         }
         let pattern = match patterns.len() {
             1 => patterns.remove(0),
@@ -167,6 +193,11 @@ impl HttpRule {
                 .unwrap_or_default(),
             additional,
             span: Some(span),
+            value_spans: ValueSpans {
+                template: template_spans.pop(),
+                body: rule.body.as_ref().map(Spanned::span),
+                response_body: rule.response_body.as_ref().map(Spanned::span),
+            },
         })
     }
 }
@@ -194,8 +225,16 @@ pub fn bindings(
         pending.extend(rule.additional.iter());
         match binding(method, rule) {
             Ok(b) => out.push(b),
-            Err((message, hint)) => {
-                let span = rule.span.clone().unwrap_or(fallback_span.clone());
+            Err((part, message, hint)) => {
+                let value_span = match part {
+                    Part::Template => &rule.value_spans.template,
+                    Part::Body => &rule.value_spans.body,
+                    Part::ResponseBody => &rule.value_spans.response_body,
+                };
+                let span = value_span
+                    .clone()
+                    .or(rule.span.clone())
+                    .unwrap_or(fallback_span.clone());
                 let source = if rule.span.is_some() {
                     ""
                 } else {
@@ -211,10 +250,11 @@ pub fn bindings(
     (out, errors)
 }
 
-fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (String, String)> {
+fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Part, String, String)> {
     let (http_method, path) = &rule.pattern;
     let template: PathTemplate = path.parse().map_err(|e| {
         (
+            Part::Template,
             format!("invalid path template {path:?}: {e}"),
             "templates look like /v1/{name=shelves/*}/books/{book}:verb".to_string(),
         )
@@ -225,6 +265,7 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
         let dotted = variable.field_path.join(".");
         let field = FieldPath::resolve(&input, &dotted).map_err(|e| {
             (
+                Part::Template,
                 format!("path variable {{{dotted}}}: {e}"),
                 format!(
                     "fields of {} are: {}",
@@ -234,14 +275,37 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
             )
         })?;
         let leaf = field.leaf();
-        let scalar = match leaf.kind() {
-            Kind::Message(m) => text::is_text_message(&m),
-            _ => true,
+        let what = if leaf.is_map() {
+            Some("a map field".to_string())
+        } else if leaf.is_list() {
+            Some("a repeated field".to_string())
+        } else {
+            match leaf.kind() {
+                Kind::Message(m) if !text::is_text_message(&m) => {
+                    Some(format!("a message field ({})", m.full_name()))
+                }
+                _ => None,
+            }
         };
-        if leaf.is_list() || leaf.is_map() || !scalar {
+        if let Some(what) = what {
+            let hint = match leaf.kind() {
+                Kind::Message(m) if !leaf.is_list() && !leaf.is_map() => {
+                    match m.fields().find(|f| {
+                        !f.is_list() && !f.is_map() && !matches!(f.kind(), Kind::Message(_))
+                    }) {
+                        Some(inner) => format!(
+                            "bind one of its scalar fields instead, e.g. {{{dotted}.{}}}",
+                            inner.name()
+                        ),
+                        None => "take it from the body instead".to_string(),
+                    }
+                }
+                _ => "take repeated and map fields from the body or the query string".to_string(),
+            };
             return Err((
-                format!("path variable {{{dotted}}} must be a singular scalar field"),
-                "bind repeated and message fields through the body or the query string".into(),
+                Part::Template,
+                format!("path variable {{{dotted}}} is {what}; it must be a singular scalar"),
+                hint,
             ));
         }
         variables.push(field);
@@ -251,6 +315,7 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
         "*" => BodyRule::Whole,
         dotted => BodyRule::Field(FieldPath::resolve(&input, dotted).map_err(|e| {
             (
+                Part::Body,
                 format!("body {dotted:?}: {e}"),
                 format!(
                     "use \"*\" or one of the fields of {}: {}",
@@ -262,8 +327,10 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
     };
     if *http_method == Method::GET && !matches!(body, BodyRule::None) {
         return Err((
+            Part::Body,
             "a GET binding cannot have a body".into(),
-            "remove body, or bind another method".into(),
+            "remove body (a GET takes its fields from the path and query string), or bind with post"
+                .into(),
         ));
     }
     let output = method.output();
@@ -271,6 +338,7 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
         "" => None,
         dotted => Some(FieldPath::resolve(&output, dotted).map_err(|e| {
             (
+                Part::ResponseBody,
                 format!("response_body {dotted:?}: {e}"),
                 format!(
                     "fields of {} are: {}",
@@ -286,7 +354,7 @@ fn binding(method: &MethodDescriptor, rule: &HttpRule) -> Result<Binding, (Strin
         variables,
         body,
         response_body,
-        span: rule.span.clone(),
+        span: rule.value_spans.template.clone().or(rule.span.clone()),
     })
 }
 

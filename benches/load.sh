@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Load test of the demo: GET and POST through the gateway (wrk, HTTP/1.1
+# keep-alive) and the same GetBook made directly in gRPC to the same upstream
+# (h2load), in one run. Prints throughput, p50, p99 and the gateway's CPU
+# time per request (user+sys of the gateway process over the measured window).
+#
+#   benches/load.sh                  # DURATION=10 CONNS=64 by default
+#   DURATION=20 CONNS=128 benches/load.sh
+#
+# Needs wrk and h2load (Debian: wrk, nghttp2-client); installs them if missing.
+# Everything binds 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+THREADS="${THREADS:-2}"
+GW_PORT="${GW_PORT:-18080}"
+UP_PORT="${UP_PORT:-50051}"
+
+for tool in wrk h2load; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null
+    break
+  fi
+done
+cargo build --release --locked --bin protogate >&2
+BIN=target/release/protogate
+WORK="$(mktemp -d)"
+trap 'kill $GW_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
+    -e "s|http://127.0.0.1:50051|http://127.0.0.1:$UP_PORT|" \
+    -e "s|^include = .*|include = [\"$PWD/proto\"]|" routes.toml > "$WORK/routes.toml"
+# Access logs off for the measurement: this measures the request path.
+sed -i "s|^\[server\]|[server]\naccess_log = false|" "$WORK/routes.toml"
+
+RUST_LOG=warn "$BIN" demo --upstream-only --config "$WORK/routes.toml" & UP_PID=$!
+sleep 0.5
+RUST_LOG=warn "$BIN" serve --config "$WORK/routes.toml" & GW_PID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2" >/dev/null && break; sleep 0.1; done
+
+printf '\x00\x00\x00\x00\x04\x08\x01\x10\x02' > "$WORK/getbook.grpc"
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"title":"Designing Data-Intensive Gateways","author":"Grace B. Liskov-Knuth","isbn":"978-0-13-468599-1","genre":"GENRE_NONFICTION","pageCount":"512","tags":["api","http","grpc","json"],"publishTime":"2024-03-01T12:00:00Z","description":"Posted by wrk to measure JSON request decoding and transcoding.","rating":4.25,"inStock":true}'
+LUA
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# Warm-up (discarded).
+wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2" >/dev/null
+
+run_wrk() { # name url [script]
+  local name=$1 url=$2 script=${3:-}
+  local before after out
+  before=$(cpu_ticks "$GW_PID")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")
+  after=$(cpu_ticks "$GW_PID")
+  local rps p50 p99 reqs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  local cpu_us
+  cpu_us=$(awk -v a="$before" -v b="$after" -v t="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (b-a)/t*1e6/n}')
+  printf '%-22s %10s req/s  p50 %8s  p99 %8s  gateway CPU %6s us/req\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
+}
+
+run_h2load() { # name
+  local out rps
+  out=$(h2load -c"$CONNS" -m1 -t"$THREADS" -D"$DURATION" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$WORK/getbook.grpc" --log-file="$WORK/h2.log" "http://127.0.0.1:$UP_PORT/bookstore.v1.Bookstore/GetBook")
+  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  # h2load's log: start time, status, duration in µs.
+  read -r p50 p99 < <(awk '{print $3}' "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms %.2fms\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
+  printf '%-22s %10s req/s  p50 %8s  p99 %8s\n' "$1" "$rps" "$p50" "$p99"
+}
+
+echo "protogate load test: ${DURATION}s each, ${CONNS} connections, ${THREADS} threads"
+run_h2load "direct gRPC GetBook"
+run_wrk "gateway GET GetBook" "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2"
+run_wrk "gateway POST CreateBook" "http://127.0.0.1:$GW_PORT/v1/shelves/1/books" "$WORK/post.lua"

@@ -1,0 +1,280 @@
+//! The protogate binary's command line: `check` prints the compiled route
+//! table for good configs (annotated, overridden, hidden and descriptor-set
+//! routes), every subcommand has help, and `serve` refuses a bad config
+//! without starting.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn proto_dir() -> PathBuf {
+    repo().join("proto")
+}
+
+fn protogate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(args)
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run protogate")
+}
+
+/// Writes `toml` as routes.toml in a fresh directory and runs `check` on it.
+fn check_toml(toml: &str) -> (tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, toml).expect("write routes.toml");
+    let output = protogate(&["check", "--config", path.to_str().expect("utf-8 path")]);
+    (dir, output)
+}
+
+/// The route table rows of `check`'s stdout, each split on whitespace.
+fn rows(output: &Output) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.ends_with("route(s) OK"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+fn has_row(output: &Output, http_method: &str, template: &str, grpc_method: &str) -> bool {
+    rows(output)
+        .iter()
+        .any(|r| r.len() >= 3 && r[0] == http_method && r[1] == template && r[2] == grpc_method)
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A `[proto]` section compiling `file` from the repo's proto directory.
+fn proto_section(file: &str) -> String {
+    format!(
+        "[proto]\nfiles = [\"{file}\"]\ninclude = ['{}']\n",
+        proto_dir().display()
+    )
+}
+
+const EVERYTHING_ROUTES: &str = r#"
+[upstreams.everything]
+endpoints = ["http://127.0.0.1:50052"]
+
+[[routes]]
+service = "testing.v1.EverythingService"
+upstream = "everything"
+"#;
+
+#[test]
+fn check_on_the_shipped_routes_toml_prints_the_route_table() {
+    let output = protogate(&["check", "--config", "routes.toml"]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .expect("header")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "METHOD", "TEMPLATE", "GRPC", "METHOD", "UPSTREAM", "TIMEOUT", "BODY"
+        ]
+    );
+    let get_book = rows(&output)
+        .into_iter()
+        .find(|r| r[1] == "/v1/shelves/{shelf}/books/{book}" && r[0] == "GET")
+        .expect("GetBook row");
+    assert_eq!(
+        get_book,
+        [
+            "GET",
+            "/v1/shelves/{shelf}/books/{book}",
+            "bookstore.v1.Bookstore.GetBook",
+            "bookstore",
+            "5s"
+        ]
+    );
+    assert!(has_row(
+        &output,
+        "GET",
+        "/v1/books/{name=shelves/*/books/*}",
+        "bookstore.v1.Bookstore.GetBook"
+    ));
+    assert!(has_row(
+        &output,
+        "POST",
+        "/v1/shelves/{shelf}/books",
+        "bookstore.v1.Bookstore.CreateBook"
+    ));
+    assert_eq!(rows(&output).len(), 15);
+    assert!(stdout.ends_with("15 route(s) OK\n"), "{stdout}");
+}
+
+#[test]
+fn top_level_help_lists_every_subcommand() {
+    let output = protogate(&["--help"]);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for command in ["serve", "check", "demo"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn every_subcommand_has_help_naming_its_config_flag() {
+    for command in ["serve", "check", "demo"] {
+        let output = protogate(&[command, "--help"]);
+        assert_success(&output);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("--config"), "{command} --help:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("protogate {command}")),
+            "{command} --help:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_lists_an_unannotated_method_bound_in_routes_toml() {
+    let toml = format!(
+        "{}{EVERYTHING_ROUTES}\n[routes.methods.Unannotated]\nhttp = {{ post = \"/v1/unannotated\", body = \"*\" }}\n",
+        proto_section("testing/v1/everything.proto")
+    );
+    let (_dir, output) = check_toml(&toml);
+    assert_success(&output);
+    let row = rows(&output)
+        .into_iter()
+        .find(|r| r[2] == "testing.v1.EverythingService.Unannotated")
+        .expect("Unannotated is listed");
+    assert_eq!(row[..2], ["POST", "/v1/unannotated"]);
+    assert_eq!(row.last().map(String::as_str), Some("*"));
+}
+
+#[test]
+fn check_leaves_an_unannotated_method_out_when_routes_toml_does_not_bind_it() {
+    let toml = format!(
+        "{}{EVERYTHING_ROUTES}",
+        proto_section("testing/v1/everything.proto")
+    );
+    let (_dir, output) = check_toml(&toml);
+    assert_success(&output);
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("Unannotated"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(has_row(
+        &output,
+        "POST",
+        "/v1/echo",
+        "testing.v1.EverythingService.Echo"
+    ));
+}
+
+#[test]
+fn expose_false_removes_a_method_from_the_route_table() {
+    let toml = format!(
+        "{}\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\n\n[routes.methods.DeleteBook]\nexpose = false\n",
+        proto_section("bookstore/v1/bookstore.proto")
+    );
+    let (_dir, output) = check_toml(&toml);
+    assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("DeleteBook"), "{stdout}");
+    assert!(has_row(
+        &output,
+        "DELETE",
+        "/v1/shelves/{shelf}",
+        "bookstore.v1.Bookstore.DeleteShelf"
+    ));
+    assert!(stdout.ends_with("14 route(s) OK\n"), "{stdout}");
+}
+
+#[test]
+fn check_reads_http_rules_from_a_descriptor_set() {
+    let mut compiler = protox::Compiler::new([proto_dir()]).expect("compiler");
+    compiler.include_imports(true);
+    compiler
+        .open_file("bookstore/v1/bookstore.proto")
+        .expect("bookstore.proto compiles");
+    let set = compiler.encode_file_descriptor_set();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bookstore.binpb"), set).expect("write descriptor set");
+    let toml = "[proto]\ndescriptor_set = \"bookstore.binpb\"\n\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\n";
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, toml).expect("write routes.toml");
+    let output = protogate(&["check", "--config", path.to_str().expect("utf-8 path")]);
+
+    assert_success(&output);
+    assert!(has_row(
+        &output,
+        "GET",
+        "/v1/shelves/{shelf}/books/{book}",
+        "bookstore.v1.Bookstore.GetBook"
+    ));
+    assert!(has_row(
+        &output,
+        "POST",
+        "/v1/shelves/{shelf}/books/{book}:publish",
+        "bookstore.v1.Bookstore.PublishBook"
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.ends_with("15 route(s) OK\n"), "{stdout}");
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_with_the_diagnostic_without_starting() {
+    let config = repo().join("tests/config/unknown_service.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn protogate serve");
+    let started = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve with a bad config is still running after 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown_service.toml:10:11: unknown service 'bookstore.v1.BookStore'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: did you mean 'bookstore.v1.Bookstore'?"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("listening"),
+        "serve must not start: {stderr}"
+    );
+}

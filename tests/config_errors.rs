@@ -1,0 +1,163 @@
+//! `protogate check` on broken routes.toml files: one fixture per mistake in
+//! tests/config/, each with the exact diagnostic the binary prints on stderr
+//! (`<name>.stderr`). Run with `BLESS=1` to rewrite the expected files, then
+//! review them by eye.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config")
+}
+
+/// What `protogate check --config tests/config/<name>.toml` did.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    /// With the fixture directory written as `tests/config`, wherever the repo is.
+    stderr: String,
+}
+
+fn check(name: &str) -> Outcome {
+    let dir = fixture_dir();
+    let output = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .arg("check")
+        .arg("--config")
+        .arg(dir.join(format!("{name}.toml")))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run protogate");
+    let stderr = String::from_utf8_lossy(&output.stderr)
+        .replace(&dir.display().to_string(), "tests/config")
+        .replace('\\', "/");
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+    }
+}
+
+/// Runs the fixture and compares stderr with `<name>.stderr` (or writes it under `BLESS=1`).
+fn assert_diagnostic(name: &str) -> Outcome {
+    let outcome = check(name);
+    assert_eq!(
+        outcome.code,
+        Some(1),
+        "{name}: check must exit 1\nstderr:\n{}",
+        outcome.stderr
+    );
+    assert_eq!(
+        outcome.stdout, "",
+        "{name}: a failed check prints no route table"
+    );
+    let expected_path = fixture_dir().join(format!("{name}.stderr"));
+    if std::env::var_os("BLESS").is_some_and(|v| !v.is_empty()) {
+        std::fs::write(&expected_path, &outcome.stderr).expect("write .stderr");
+        return outcome;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with BLESS=1 to create it",
+            expected_path.display()
+        )
+    });
+    assert!(
+        outcome.stderr == expected,
+        "{name}: stderr differs from {} (BLESS=1 rewrites it)\n--- expected\n{expected}--- actual\n{}",
+        expected_path.display(),
+        outcome.stderr
+    );
+    outcome
+}
+
+macro_rules! fixtures {
+    ($($test:ident => $name:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_diagnostic($name);
+            }
+        )*
+        /// Every fixture a test above runs.
+        const FIXTURES: &[&str] = &[$($name,)* "many_mistakes"];
+    };
+}
+
+fixtures! {
+    unknown_service_is_reported_with_a_did_you_mean_hint => "unknown_service",
+    override_of_an_unknown_method_is_reported_with_a_did_you_mean_hint => "unknown_method",
+    unknown_upstream_is_reported_with_a_did_you_mean_hint => "unknown_upstream",
+    upstream_without_endpoints_is_reported_at_its_table => "upstream_without_endpoints",
+    endpoint_without_scheme_or_port_is_reported_at_each_endpoint => "bad_endpoint_url",
+    zero_connections_is_reported_at_the_value => "zero_connections",
+    unclosed_path_template_is_reported_at_the_template => "bad_path_template",
+    path_variable_naming_no_field_is_reported_with_the_fields => "unknown_path_variable",
+    path_variable_on_a_message_field_suggests_a_scalar_inside_it => "message_path_variable",
+    path_variable_on_a_repeated_field_is_reported => "repeated_path_variable",
+    body_naming_no_field_is_reported_at_the_body => "unknown_body_field",
+    response_body_naming_no_field_is_reported_at_the_response_body => "unknown_response_body",
+    get_with_a_body_is_reported_at_the_body => "get_with_body",
+    service_listed_twice_is_one_error_naming_the_first_entry => "duplicate_service",
+    split_service_binding_a_method_twice_names_the_methods => "split_service_overlap",
+    two_methods_claiming_one_template_are_reported_at_the_second => "duplicate_binding",
+    misspelt_upstream_key_is_reported_with_the_known_keys => "unknown_key",
+    misspelt_http_rule_key_is_reported_with_the_known_keys => "unknown_key_in_http_rule",
+    misspelt_section_is_reported_with_the_known_sections => "unknown_section",
+    unparseable_duration_is_reported_at_the_value => "bad_duration",
+    duration_without_unit_is_reported_as_needing_a_string => "bad_duration_unitless",
+    unforwardable_request_headers_are_each_reported => "unforwardable_header",
+    proto_file_outside_the_include_paths_is_reported_with_the_searched_paths => "missing_proto_file",
+    missing_descriptor_set_is_reported_at_its_path => "missing_descriptor_set",
+    proto_files_and_descriptor_set_together_are_rejected => "files_and_descriptor_set",
+}
+
+#[test]
+fn several_mistakes_are_all_reported_in_file_order_with_their_count() {
+    let outcome = assert_diagnostic("many_mistakes");
+    let lines: Vec<usize> = outcome
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("error: tests/config/many_mistakes.toml:"))
+        .map(|rest| rest.split(':').next().and_then(|n| n.parse().ok()))
+        .collect::<Option<_>>()
+        .expect("every error has a line");
+    assert_eq!(lines.len(), 9, "{}", outcome.stderr);
+    assert!(lines.is_sorted(), "errors in file order: {lines:?}");
+    assert!(
+        outcome
+            .stderr
+            .ends_with("9 error(s) in tests/config/many_mistakes.toml\n"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn every_fixture_has_a_test_and_an_expected_stderr() {
+    let mut on_disk = Vec::new();
+    for entry in std::fs::read_dir(fixture_dir()).expect("read tests/config") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("utf-8 name")
+                .to_string();
+            assert!(
+                FIXTURES.contains(&name.as_str()),
+                "{name}.toml has no test in tests/config_errors.rs"
+            );
+            on_disk.push(name);
+        }
+    }
+    for name in FIXTURES {
+        assert!(on_disk.iter().any(|n| n == name), "{name}.toml is missing");
+        if std::env::var_os("BLESS").is_none() {
+            assert!(
+                fixture_dir().join(format!("{name}.stderr")).exists(),
+                "{name}.stderr is missing; run with BLESS=1"
+            );
+        }
+    }
+}
