@@ -150,6 +150,8 @@ pub struct UpstreamStatus {
     pub details: Vec<Value>,
     /// From a `google.rpc.RetryInfo` detail, if any.
     pub retry_after: Option<Duration>,
+    /// Allowlisted upstream metadata to return as response headers.
+    pub headers: http::HeaderMap,
 }
 
 /// The network or the upstream's protocol failed.
@@ -234,6 +236,20 @@ impl GatewayError {
             }),
             // Internal details stay in the log.
             GatewayError::Internal(_) => status_json(Code::Internal, "internal error", "INTERNAL"),
+            // So do the upstream's: its address, the OS error, what exactly
+            // it sent. The log line carries them under the same request id.
+            GatewayError::Transport(t) => {
+                let message = match t {
+                    TransportError::Unreachable { .. } => "the upstream service is unreachable",
+                    TransportError::ConnectionLost { .. } => {
+                        "the connection to the upstream service failed during the call"
+                    }
+                    TransportError::BadResponse { .. } => {
+                        "the upstream service sent an invalid response"
+                    }
+                };
+                status_json(self.code(), message, self.reason().unwrap_or("UNKNOWN"))
+            }
             other => status_json(
                 other.code(),
                 &other.to_string(),
@@ -261,6 +277,11 @@ impl IntoResponse for GatewayError {
         headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_JSON);
         // An error is never cached: an attacker must not get one stored in a CDN.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let GatewayError::Upstream(status) = &self {
+            for (name, value) in &status.headers {
+                headers.append(name.clone(), value.clone());
+            }
+        }
         match &self {
             GatewayError::Client(ClientError::MethodNotAllowed { allowed, .. }) => {
                 let allow = allowed
@@ -392,6 +413,23 @@ mod tests {
             reason: "bad frame".into(),
         });
         assert_eq!(garbage.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn upstream_internals_are_not_sent() {
+        let unreachable = GatewayError::Transport(TransportError::Unreachable {
+            upstream: "payments".into(),
+            reason: "connect to 10.1.2.3:50051: Connection refused (os error 111)".into(),
+        });
+        let body = unreachable.body().to_string();
+        assert!(
+            !body.contains("10.1.2.3") && !body.contains("os error"),
+            "{body}"
+        );
+        assert!(
+            unreachable.to_string().contains("10.1.2.3"),
+            "the log keeps it"
+        );
     }
 
     #[test]

@@ -38,7 +38,12 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) -> HeaderMap {
     let mut metadata = HeaderMap::with_capacity(6 + settings.forward_request.len());
     metadata.insert(X_REQUEST_ID, request_id.clone());
+    let hop_only = connection_options(&parts.headers);
+    let crosses = |name: &HeaderName| !hop_only.iter().any(|o| o == name.as_str());
     for name in [TRACEPARENT, TRACESTATE] {
+        if !crosses(&name) {
+            continue;
+        }
         if let Some(value) = parts.headers.get(&name) {
             metadata.insert(name, value.clone());
         }
@@ -59,7 +64,7 @@ pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) ->
     if let Some(host) = host {
         metadata.insert(X_FORWARDED_HOST, host);
     }
-    for name in &settings.forward_request {
+    for name in settings.forward_request.iter().filter(|n| crosses(n)) {
         for value in parts.headers.get_all(name) {
             metadata.append(name.clone(), value.clone());
         }
@@ -67,32 +72,62 @@ pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) ->
     metadata
 }
 
+/// The header names a `Connection` header lists (lowercased): RFC 9110
+/// §7.6.1 makes them hop-by-hop for this one message, so they are not
+/// forwarded even when allowlisted.
+fn connection_options(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|option| option.trim().to_ascii_lowercase())
+        .filter(|option| !option.is_empty())
+        .collect()
+}
+
 /// The address chain to send as `X-Forwarded-For`: the client's own list is
 /// trusted only for the configured number of proxy hops in front of the
 /// gateway; with zero hops it is ignored and only the TCP peer is sent.
 fn forwarded_for(headers: &HeaderMap, peer: Option<IpAddr>, trusted_hops: usize) -> Option<String> {
     let peer = peer?;
-    let mut chain: Vec<IpAddr> = Vec::new();
-    if trusted_hops > 0 {
-        for value in headers.get_all(X_FORWARDED_FOR) {
-            let Ok(text) = value.to_str() else { continue };
-            chain.extend(
-                text.split(',')
-                    .filter_map(|a| a.trim().parse::<IpAddr>().ok()),
-            );
-        }
-    }
+    // Every entry in order; a value that is not text counts as one entry
+    // that cannot be parsed.
+    let entries: Vec<Option<&str>> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|value| match value.to_str() {
+            Ok(text) => text.split(',').map(|a| Some(a.trim())).collect(),
+            Err(_) => vec![None],
+        })
+        .collect();
+    // The `trusted_hops` rightmost entries were written by proxies the
+    // operator trusts. An entry that is not an address ends the trusted
+    // part: skipping it would shift the window left, onto an entry the
+    // client wrote itself.
+    let mut chain: Vec<IpAddr> = entries
+        .iter()
+        .rev()
+        .take(trusted_hops)
+        .map_while(|entry| entry.and_then(parse_address))
+        .collect();
+    chain.reverse();
     chain.push(peer);
-    // The peer plus `trusted_hops` entries before it are vouched for.
-    let keep = (trusted_hops + 1).min(chain.len());
-    let trusted = &chain[chain.len() - keep..];
     Some(
-        trusted
+        chain
             .iter()
             .map(IpAddr::to_string)
             .collect::<Vec<_>>()
             .join(", "),
     )
+}
+
+/// An `X-Forwarded-For` entry: an IP address, with or without a port.
+fn parse_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
 }
 
 /// Copies allowlisted upstream metadata into the HTTP response headers.
@@ -136,6 +171,37 @@ mod tests {
             forwarded_for(&headers, peer, 1).as_deref(),
             Some("203.0.113.7, 10.0.0.9")
         );
+    }
+
+    #[test]
+    fn an_unparseable_trusted_entry_does_not_shift_trust_left() {
+        let peer = "10.0.0.9".parse().ok();
+        let headers = xff("6.6.6.6, unknown");
+        assert_eq!(
+            forwarded_for(&headers, peer, 1).as_deref(),
+            Some("10.0.0.9")
+        );
+        let headers = xff("6.6.6.6, 203.0.113.7:4711");
+        assert_eq!(
+            forwarded_for(&headers, peer, 1).as_deref(),
+            Some("203.0.113.7, 10.0.0.9")
+        );
+        let headers = xff("6.6.6.6, 198.51.100.1, 203.0.113.7");
+        assert_eq!(
+            forwarded_for(&headers, peer, 2).as_deref(),
+            Some("198.51.100.1, 203.0.113.7, 10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn connection_names_hop_only_headers() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::CONNECTION,
+            HeaderValue::from_static("close, X-Tenant"),
+        );
+        h.append(http::header::CONNECTION, HeaderValue::from_static("te"));
+        assert_eq!(connection_options(&h), ["close", "x-tenant", "te"]);
     }
 
     #[test]

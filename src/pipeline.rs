@@ -114,8 +114,11 @@ async fn serve(
         metadata: metadata::upstream(&parts, &snapshot.settings, request_id),
     };
     let reply = upstream.call(call, deadline).await.map_err(|e| match e {
-        CallError::Status { status, .. } => {
-            GatewayError::Upstream(transcode::upstream_status(&status, &snapshot.pool))
+        CallError::Status { status, metadata } => {
+            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
+            let allowlist = &snapshot.settings.forward_response;
+            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+            GatewayError::Upstream(rendered)
         }
         CallError::Transport(t) => GatewayError::Transport(t),
         CallError::DeadlineExceeded => GatewayError::DeadlineExceeded {

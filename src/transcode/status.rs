@@ -45,6 +45,7 @@ pub fn upstream_status(status: &tonic::Status, pool: &DescriptorPool) -> Upstrea
         message: status.message().to_string(),
         details,
         retry_after,
+        headers: http::HeaderMap::new(),
     }
 }
 

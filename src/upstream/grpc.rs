@@ -143,7 +143,8 @@ async fn read_reply(
     if !is_grpc {
         return Err(bad("response content-type is not application/grpc".into()));
     }
-    // Trailers-only: the status is in the headers and there is no body.
+    // Trailers-only: the status is in the headers and there is no body (so
+    // an OK status this way is a bad response: see `status_error`).
     if parts.headers.contains_key(GRPC_STATUS) {
         return Err(status_error(&parts.headers, HeaderMap::new(), upstream));
     }
@@ -215,6 +216,12 @@ fn status_error(headers: &HeaderMap, trailers: HeaderMap, upstream: &str) -> Cal
     let mut metadata = headers.clone();
     metadata.extend(trailers);
     match tonic::Status::from_header_map(&metadata) {
+        // A unary call must carry one message; an OK status without one
+        // (trailers-only, or any spelling of 0) is not a valid answer.
+        Some(status) if status.code() == tonic::Code::Ok => CallError::Transport(bad_response(
+            upstream,
+            "an OK response carried no message".into(),
+        )),
         Some(status) => CallError::Status { status, metadata },
         None => CallError::Transport(bad_response(upstream, "unparseable grpc-status".into())),
     }

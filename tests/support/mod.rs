@@ -210,6 +210,13 @@ pub enum Reply {
     Frames(Bytes),
     /// Close the stream without trailers.
     NoTrailers(Bytes),
+    /// `reply`, with extra response headers and trailers (in a trailers-only
+    /// answer, the trailers go in the headers). Applied by [`with_metadata`].
+    WithMetadata {
+        headers: Vec<(&'static str, &'static str)>,
+        trailers: Vec<(&'static str, &'static str)>,
+        reply: Box<Reply>,
+    },
 }
 
 /// The scripted upstream's shared state.
@@ -261,7 +268,11 @@ pub async fn spawn_scripted(pool: DescriptorPool, reply: Reply) -> Scripted {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle_scripted(request, state).await) }
+                    async move {
+                        let plan = state.2.lock().expect("lock").clone();
+                        let response = handle_scripted(request, state).await;
+                        Ok::<_, Infallible>(with_metadata(response, &plan))
+                    }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -282,12 +293,7 @@ type ScriptBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn handle_scripted(
     request: Request<Incoming>,
-    (calls, cancelled, reply, pool): (
-        Arc<Mutex<Vec<Call>>>,
-        Arc<AtomicUsize>,
-        Arc<Mutex<Reply>>,
-        DescriptorPool,
-    ),
+    (calls, cancelled, reply, pool): ScriptState,
 ) -> Response<ScriptBody> {
     let at = tokio::time::Instant::now();
     let path = request.uri().path().to_string();
@@ -324,6 +330,7 @@ async fn handle_scripted(
                 std::mem::forget(guard);
                 plan = *next;
             }
+            Reply::WithMetadata { reply, .. } => plan = *reply,
             Reply::Echo => return ok(frame(&raw)),
             Reply::Json(json) => {
                 let (_, output) = input.expect("scripted Json reply needs a known method");
@@ -483,3 +490,46 @@ pub fn status_details(
 pub fn remaining(buf: &mut impl Buf) -> Vec<u8> {
     buf.copy_to_bytes(buf.remaining()).to_vec()
 }
+
+/// Adds a [`Reply::WithMetadata`] plan's extra headers and trailers to the
+/// scripted upstream's response; any other plan leaves it as it is.
+fn with_metadata(mut response: Response<ScriptBody>, plan: &Reply) -> Response<ScriptBody> {
+    let Reply::WithMetadata {
+        headers, trailers, ..
+    } = plan
+    else {
+        return response;
+    };
+    let to_map = |pairs: &[(&'static str, &'static str)]| {
+        let mut map = HeaderMap::new();
+        for &(name, value) in pairs {
+            map.append(name, HeaderValue::from_static(value));
+        }
+        map
+    };
+    let (extra_headers, extra_trailers) = (to_map(headers), to_map(trailers));
+    let trailers_only = response.headers().contains_key("grpc-status");
+    response.headers_mut().extend(extra_headers);
+    if trailers_only {
+        response.headers_mut().extend(extra_trailers);
+        return response;
+    }
+    response.map(move |body| {
+        BodyExt::boxed(body.map_frame(move |frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                trailers.extend(extra_trailers.clone());
+                Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        }))
+    })
+}
+
+/// What every scripted call shares: the call log, the cancellation count,
+/// the reply plan and the descriptors (a named type, for clippy).
+type ScriptState = (
+    Arc<Mutex<Vec<Call>>>,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Reply>>,
+    DescriptorPool,
+);
