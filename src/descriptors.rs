@@ -167,7 +167,7 @@ mod tests {
         .expect("builtins compile");
         assert!(pool.get_message_by_name("google.api.HttpBody").is_some());
         assert!(
-            pool.get_message_by_name("google.protobuf.Timestamp")
+            pool.get_message_by_name("google.protobuf.Duration")
                 .is_some()
         );
     }

@@ -15,4 +15,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .fallback(pipeline::handle)
         .with_state(gateway)
         .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::map_response(edge_errors))
+}
+
+async fn edge_errors(response: axum::response::Response) -> axum::response::Response {
+    crate::error::edge_layer_error(response)
 }

@@ -30,7 +30,7 @@ pub enum GatewayError {
     Client(#[from] ClientError),
     /// The upstream service answered with a non-OK gRPC status.
     #[error("upstream status {}: {}", .0.code as i32, .0.message)]
-    Upstream(UpstreamStatus),
+    Upstream(Box<UpstreamStatus>),
     /// The network or the upstream's protocol failed; the service never answered.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -293,10 +293,8 @@ impl IntoResponse for GatewayError {
                     headers.insert(header::ALLOW, value);
                 }
             }
-            GatewayError::Upstream(UpstreamStatus {
-                retry_after: Some(delay),
-                ..
-            }) => {
+            GatewayError::Upstream(upstream) if upstream.retry_after.is_some() => {
+                let delay = upstream.retry_after.unwrap_or_default();
                 // Retry-After takes whole seconds; round up so clients never retry early.
                 let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -305,6 +303,41 @@ impl IntoResponse for GatewayError {
         }
         response
     }
+}
+
+/// Gives a JSON body to an error answered by an edge layer (e.g. request
+/// decompression answering 415 to an unknown Content-Encoding), which would
+/// otherwise go out bodiless.
+pub fn edge_layer_error(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let (code, reason, message) = match status {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            Code::InvalidArgument,
+            "UNSUPPORTED_CONTENT_ENCODING",
+            "unsupported Content-Encoding; send gzip, br, zstd or identity",
+        ),
+        s if s.is_client_error() => (
+            Code::InvalidArgument,
+            "BAD_REQUEST",
+            "the request was rejected",
+        ),
+        _ => (Code::Internal, "INTERNAL", "internal error"),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, CONTENT_TYPE_JSON);
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&status_json(code, message, reason)).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// gRPC code → HTTP status, per google.rpc.Code's documented mapping.

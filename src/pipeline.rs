@@ -118,7 +118,7 @@ async fn serve(
             let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
             let allowlist = &snapshot.settings.forward_response;
             metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-            GatewayError::Upstream(rendered)
+            GatewayError::Upstream(Box::new(rendered))
         }
         CallError::Transport(t) => GatewayError::Transport(t),
         CallError::DeadlineExceeded => GatewayError::DeadlineExceeded {

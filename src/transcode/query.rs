@@ -95,6 +95,11 @@ fn set(
         )));
     }
     let parsed = text::parse(&kind, value).map_err(invalid)?;
+    if let Some((other, oneof)) = oneof_conflict(message, path) {
+        return Err(invalid(format!(
+            "'{other}' of the same oneof '{oneof}' is already set"
+        )));
+    }
     if leaf.is_list() {
         if let Some(Value::List(list)) = path.get_mut(message) {
             list.push(parsed);
@@ -104,25 +109,32 @@ fn set(
     if seen_singular.contains(path) {
         return Err(invalid("a singular field was given more than once".into()));
     }
-    if let Some(oneof) = leaf.containing_oneof() {
-        let parent = &path.fields()[..path.fields().len() - 1];
-        let taken = oneof.fields().find(|other| {
-            other != leaf
-                && seen_singular
-                    .iter()
-                    .any(|s| s.leaf() == other && s.fields()[..s.fields().len() - 1] == *parent)
-        });
-        if let Some(other) = taken {
-            return Err(invalid(format!(
-                "'{}' of the same oneof '{}' is already set",
-                other.name(),
-                oneof.name()
-            )));
-        }
-    }
     seen_singular.push(path.clone());
     path.set(message, parsed);
     Ok(())
+}
+
+/// `(set member, oneof)` if a field on `path`, at any depth, belongs to a
+/// oneof whose other member is already set: setting `a.b` when a sibling of
+/// `a` is set would silently clear that sibling.
+fn oneof_conflict(message: &DynamicMessage, path: &FieldPath) -> Option<(String, String)> {
+    let mut current = message;
+    let last = path.fields().len() - 1;
+    for (depth, field) in path.fields().iter().enumerate() {
+        if let Some(oneof) = field.containing_oneof()
+            && let Some(other) = oneof.fields().find(|o| o != field && current.has_field(o))
+        {
+            return Some((other.name().to_string(), oneof.name().to_string()));
+        }
+        if depth == last || !current.has_field(field) {
+            break;
+        }
+        current = match current.get_field(field) {
+            Cow::Borrowed(Value::Message(next)) => next,
+            _ => break,
+        };
+    }
+    None
 }
 
 /// Percent-decodes a query component; `+` means space (HTML form encoding).

@@ -67,9 +67,15 @@ fn float(text: &str) -> Result<f64, String> {
         {
             Err(format!("{text:?} is not a number"))
         }
-        _ => text
-            .parse::<f64>()
-            .map_err(|_| format!("{text:?} is not a number")),
+        // proto3 JSON spells infinity out; a literal too large for a double
+        // is out of range, as it is in a JSON body.
+        _ => match text.parse::<f64>() {
+            Ok(value) if value.is_infinite() => Err(format!(
+                "{text:?} is out of range for a double (write Infinity or -Infinity)"
+            )),
+            Ok(value) => Ok(value),
+            Err(_) => Err(format!("{text:?} is not a number")),
+        },
     }
 }
 
@@ -144,6 +150,8 @@ mod tests {
         );
         assert!(parse(&Kind::Double, "inf").is_err());
         assert!(parse(&Kind::Float, "1e39").is_err());
+        assert!(parse(&Kind::Double, "1e400").is_err());
+        assert!(parse(&Kind::Float, "-1e999").is_err());
     }
 
     #[test]

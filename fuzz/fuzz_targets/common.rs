@@ -1,0 +1,25 @@
+//! A compiled route table over testing/v1/everything.proto, built once.
+
+use std::sync::OnceLock;
+
+use protogate::route::RouteTable;
+
+pub fn table() -> &'static RouteTable {
+    static TABLE: OnceLock<RouteTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("routes.toml");
+        let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
+        std::fs::write(
+            &path,
+            format!(
+                "[proto]\nfiles = [\"testing/v1/everything.proto\"]\ninclude = [\"{proto}\"]\n\
+                 [upstreams.echo]\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                 [[routes]]\nservice = \"testing.v1.EverythingService\"\nupstream = \"echo\"\n"
+            ),
+        )
+        .expect("write");
+        let loaded = protogate::config::load(&path).expect("parses");
+        protogate::snapshot::compile(&loaded).expect("compiles").routes
+    })
+}
