@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Puts protogate beside the peer gateways of ../shared/bench (structured-proxy,
+# grpc-gateway, nginx, direct gRPC) in one run of that harness.
+#
+#   benches/compare.sh                 # ROUNDS=3 DURATION=10 (the harness's defaults)
+#   ROUNDS=5 benches/compare.sh
+#
+# The harness is copied to $BENCH_DIR (default ~/gwbench) because shared/ is
+# read-only; its setup.sh installs the peers on first use (several minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+BENCH_DIR="${BENCH_DIR:-$HOME/gwbench}"
+SHARED="${SHARED:-$ROOT/../shared/bench}"
+if [ ! -d "$BENCH_DIR" ]; then
+  cp -r "$SHARED" "$BENCH_DIR"
+  chmod -R u+w "$BENCH_DIR"
+fi
+"$BENCH_DIR/setup.sh"
+cargo build --release --locked --bin protogate
+cat > "$BENCH_DIR/gen/protogate.toml" <<TOML
+# protogate in front of the harness's upstream (bench.v1.BookService).
+[server]
+listen = "127.0.0.1:8090"
+access_log = false
+
+[proto]
+descriptor_set = "bench.pb"
+
+[upstreams.bench]
+endpoints = ["http://127.0.0.1:50051"]
+
+[[routes]]
+service = "bench.v1.BookService"
+upstream = "bench"
+
+# Server streaming is not served yet.
+[routes.methods.ListBooks]
+expose = false
+TOML
+cd "$BENCH_DIR"
+GATEWAY_CMD="$ROOT/target/release/protogate serve --config $BENCH_DIR/gen/protogate.toml" \
+GATEWAY_URL=http://127.0.0.1:8090 GATEWAY_NAME=protogate \
+  ./run.sh
