@@ -33,6 +33,7 @@ endpoints = ["http://127.0.0.1:50051"]
 [[routes]]
 service = "bench.v1.BookService"
 upstream = "bench"
+auth = "none"
 
 # Server streaming is not served yet.
 [routes.methods.ListBooks]

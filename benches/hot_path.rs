@@ -31,7 +31,7 @@ fn bookstore_table(dir: &Path) -> RouteTable {
         &format!(
             "[proto]\nfiles = [\"bookstore/v1/bookstore.proto\"]\ninclude = [\"{PROTO_DIR}\"]\n\
              [upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:1\"]\n\
-             [[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\n"
+             [[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\nauth = \"none\"\n"
         ),
     )
 }
@@ -61,7 +61,7 @@ fn large_table(dir: &Path, n: usize) -> RouteTable {
         &format!(
             "[proto]\nfiles = [\"big.proto\"]\ninclude = [\"{}\"]\n\
              [upstreams.big]\nendpoints = [\"http://127.0.0.1:1\"]\n\
-             [[routes]]\nservice = \"big.v1.Big\"\nupstream = \"big\"\n",
+             [[routes]]\nservice = \"big.v1.Big\"\nupstream = \"big\"\nauth = \"none\"\n",
             dir.display()
         ),
     )

@@ -52,6 +52,25 @@ pub enum Command {
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
     },
+    /// Mint a short-lived token for an HMAC provider of routes.toml (for trying
+    /// authenticated routes, e.g. the demo's write methods).
+    Token {
+        /// Path of routes.toml.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        /// Provider name (an [auth.providers.NAME] with secret_env or secret_file).
+        #[arg(long, default_value = "demo")]
+        provider: String,
+        /// The `sub` claim.
+        #[arg(long, default_value = "demo-user")]
+        subject: String,
+        /// Scopes for the `scope` claim (repeat the flag for several).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 15m.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Run the gateway together with the built-in example Bookstore gRPC service.
     Demo {
         /// Path of routes.toml (its `bookstore` upstream says where the Bookstore listens).
@@ -80,6 +99,13 @@ pub fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Check { config } => check(&config),
+            Command::Token {
+                config,
+                provider,
+                subject,
+                scopes,
+                ttl,
+            } => token(&config, &provider, &subject, &scopes, ttl),
             Command::Serve { config, listen } => serve(&config, listen, false).await,
             Command::Demo {
                 config,
@@ -104,7 +130,8 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Loads and compiles routes.toml, printing every diagnostic on failure.
-pub fn load(path: &Path) -> Option<Compiled> {
+/// With `fetch_keys`, JWKS URLs start fetching (serving); without, they are only checked.
+pub fn load(path: &Path, fetch_keys: bool) -> Option<Compiled> {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err((source, errors)) => {
@@ -112,7 +139,12 @@ pub fn load(path: &Path) -> Option<Compiled> {
             return None;
         }
     };
-    match snapshot::compile(&loaded) {
+    let compiled = if fetch_keys {
+        snapshot::compile_for_serving(&loaded)
+    } else {
+        snapshot::compile(&loaded)
+    };
+    match compiled {
         Ok(compiled) => {
             for warning in &compiled.warnings {
                 tracing::warn!("{warning}");
@@ -128,11 +160,11 @@ pub fn load(path: &Path) -> Option<Compiled> {
 }
 
 fn check(path: &Path) -> ExitCode {
-    let Some(compiled) = load(path) else {
+    let Some(compiled) = load(path, false) else {
         return ExitCode::FAILURE;
     };
     let summaries = compiled.routes.summaries();
-    let rows: Vec<[String; 6]> = summaries
+    let rows: Vec<[String; 7]> = summaries
         .iter()
         .map(|s| {
             [
@@ -141,6 +173,7 @@ fn check(path: &Path) -> ExitCode {
                 s.grpc_method.clone(),
                 s.upstream.clone(),
                 humantime::format_duration(s.timeout).to_string(),
+                s.auth.clone(),
                 s.body.clone(),
             ]
         })
@@ -151,6 +184,7 @@ fn check(path: &Path) -> ExitCode {
         "GRPC METHOD",
         "UPSTREAM",
         "TIMEOUT",
+        "AUTH",
         "BODY",
     ]
     .map(String::from);
@@ -173,7 +207,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
-    let Some(mut compiled) = load(path) else {
+    let Some(mut compiled) = load(path, true) else {
         return ExitCode::FAILURE;
     };
     if let Some(listen) = listen {
@@ -222,7 +256,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
 }
 
 async fn bookstore_only(path: &Path) -> ExitCode {
-    let Some(addr) = load(path).as_ref().and_then(demo_address) else {
+    let Some(addr) = load(path, false).as_ref().and_then(demo_address) else {
         eprintln!(
             "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
             path.display()
@@ -238,6 +272,32 @@ async fn bookstore_only(path: &Path) -> ExitCode {
     }
     shutdown_signal().await;
     ExitCode::SUCCESS
+}
+
+fn token(
+    path: &Path,
+    provider: &str,
+    subject: &str,
+    scopes: &[String],
+    ttl: std::time::Duration,
+) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err((source, errors)) => {
+            eprint!("{}", source.render(&errors));
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::auth::mint::token(&loaded, provider, subject, scopes, ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {
@@ -269,7 +329,7 @@ fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match load(&path) {
+            match load(&path, true) {
                 Some(compiled) => {
                     let routes = compiled.routes.len();
                     gateway.replace(compiled.start().await);

@@ -2,6 +2,7 @@
 //! as [`ConfigError`]s with spans; the semantic checks happen in
 //! [`crate::snapshot`], which reports every mistake at once.
 
+pub mod auth;
 pub mod diagnostic;
 pub mod file;
 

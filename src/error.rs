@@ -16,6 +16,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tonic::Code;
 
+use crate::auth::AuthError;
 use crate::headers::CONTENT_TYPE_JSON;
 
 /// The `domain` of every ErrorInfo the gateway writes.
@@ -28,6 +29,9 @@ pub enum GatewayError {
     /// The caller's request was wrong; nothing was sent upstream.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The caller is not authenticated or not allowed; nothing was sent upstream.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The upstream service answered with a non-OK gRPC status.
     #[error("upstream status {}: {}", .0.code as i32, .0.message)]
     Upstream(Box<UpstreamStatus>),
@@ -190,6 +194,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::Client(e) => e.status(),
+            GatewayError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            GatewayError::Auth(AuthError::KeysUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Auth(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Upstream(s) => http_status_for(s.code),
             GatewayError::Transport(TransportError::BadResponse { .. }) => StatusCode::BAD_GATEWAY,
             GatewayError::Transport(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -202,6 +209,9 @@ impl GatewayError {
     pub fn code(&self) -> Code {
         match self {
             GatewayError::Client(e) => e.code(),
+            GatewayError::Auth(AuthError::Forbidden { .. }) => Code::PermissionDenied,
+            GatewayError::Auth(AuthError::KeysUnavailable(_)) => Code::Unavailable,
+            GatewayError::Auth(_) => Code::Unauthenticated,
             GatewayError::Upstream(s) => s.code,
             // A gRPC client would see INTERNAL for a response it cannot parse.
             GatewayError::Transport(TransportError::BadResponse { .. }) => Code::Internal,
@@ -215,6 +225,10 @@ impl GatewayError {
     pub fn reason(&self) -> Option<&'static str> {
         Some(match self {
             GatewayError::Client(e) => e.reason(),
+            GatewayError::Auth(AuthError::Missing) => "CREDENTIALS_MISSING",
+            GatewayError::Auth(AuthError::Invalid(_)) => "CREDENTIALS_INVALID",
+            GatewayError::Auth(AuthError::Forbidden { .. }) => "PERMISSION_DENIED",
+            GatewayError::Auth(AuthError::KeysUnavailable(_)) => "AUTH_KEYS_UNAVAILABLE",
             GatewayError::Upstream(_) => return None,
             GatewayError::Transport(TransportError::Unreachable { .. }) => "UPSTREAM_UNREACHABLE",
             GatewayError::Transport(TransportError::ConnectionLost { .. }) => {
@@ -282,6 +296,11 @@ impl IntoResponse for GatewayError {
                 headers.append(name.clone(), value.clone());
             }
         }
+        if let GatewayError::Auth(auth) = &self
+            && let Some(challenge) = www_authenticate(auth)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         match &self {
             GatewayError::Client(ClientError::MethodNotAllowed { allowed, .. }) => {
                 let allow = allowed
@@ -338,6 +357,28 @@ pub fn edge_layer_error(response: Response) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = serde_json::to_vec(&status_json(code, message, reason)).unwrap_or_default();
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The RFC 6750 challenge for an auth failure.
+fn www_authenticate(error: &AuthError) -> Option<HeaderValue> {
+    // Quotes and backslashes cannot appear inside a quoted-string unescaped.
+    let quote = |text: &str| text.replace(['"', '\\'], "'");
+    let value = match error {
+        AuthError::Missing => {
+            "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"no credentials\"".to_string()
+        }
+        AuthError::Invalid(reason) => format!(
+            "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"{}\"",
+            quote(reason)
+        ),
+        AuthError::Forbidden { reason, scopes } => format!(
+            "Bearer realm=\"protogate\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+            quote(reason),
+            quote(scopes)
+        ),
+        AuthError::KeysUnavailable(_) => return None,
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 /// gRPC code → HTTP status, per google.rpc.Code's documented mapping.

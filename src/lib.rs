@@ -22,6 +22,7 @@
 //! protos, and [`snapshot`] compiles both into the immutable [`snapshot::Snapshot`]
 //! the request path reads.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;

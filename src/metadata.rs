@@ -6,9 +6,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::HOST;
+use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, request::Parts};
 
+use crate::auth::Identity;
 use crate::headers::{
     TRACEPARENT, TRACESTATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
@@ -35,7 +36,13 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// Builds the metadata sent upstream.
-pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) -> HeaderMap {
+pub fn upstream(
+    parts: &Parts,
+    settings: &Settings,
+    request_id: &HeaderValue,
+    identity: &Identity,
+    forward_authorization: bool,
+) -> HeaderMap {
     let mut metadata = HeaderMap::with_capacity(6 + settings.forward_request.len());
     metadata.insert(X_REQUEST_ID, request_id.clone());
     let hop_only = connection_options(&parts.headers);
@@ -68,6 +75,14 @@ pub fn upstream(parts: &Parts, settings: &Settings, request_id: &HeaderValue) ->
         for value in parts.headers.get_all(name) {
             metadata.append(name.clone(), value.clone());
         }
+    }
+    if forward_authorization && let Some(value) = parts.headers.get(AUTHORIZATION) {
+        metadata.insert(AUTHORIZATION, value.clone());
+    }
+    // Last, so identity always wins over anything above: a client can never
+    // set what only authentication sets.
+    for (name, value) in &identity.metadata {
+        metadata.insert(name.clone(), value.clone());
     }
     metadata
 }

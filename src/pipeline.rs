@@ -89,6 +89,7 @@ async fn serve(
     let path = normalize(parts.uri.path()).map_err(|e| ClientError::InvalidPath(e.to_string()))?;
     let found = snapshot.routes.find(&parts.method, &path)?;
     let route = found.route;
+    let identity = route.auth.check(&parts).await?;
     let deadline = Deadline::start(route.timeout, client_timeout(&parts.headers)?);
     let body = read_body(
         body,
@@ -111,7 +112,13 @@ async fn serve(
     let call = UnaryRequest {
         path: route.grpc_path.clone(),
         framed,
-        metadata: metadata::upstream(&parts, &snapshot.settings, request_id),
+        metadata: metadata::upstream(
+            &parts,
+            &snapshot.settings,
+            request_id,
+            &identity,
+            route.auth.forward_authorization,
+        ),
     };
     let reply = upstream.call(call, deadline).await.map_err(|e| match e {
         CallError::Status { status, metadata } => {

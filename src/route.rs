@@ -13,6 +13,7 @@ use http::Method;
 use http::uri::PathAndQuery;
 use prost_reflect::{MethodDescriptor, SerializeOptions};
 
+use crate::auth::AuthPolicy;
 use crate::error::ClientError;
 use crate::transcode::FieldPath;
 use matcher::{MatchError, Matcher};
@@ -45,6 +46,10 @@ pub struct Route {
     pub timeout: Duration,
     /// JSON mapping options for this route.
     pub json: JsonMapping,
+    /// Who may call it.
+    pub auth: AuthPolicy,
+    /// Query parameters that carry credentials, not message fields.
+    pub reserved_query: Vec<String>,
 }
 
 /// Where a binding puts the HTTP request body.
@@ -91,6 +96,8 @@ pub struct RouteSummary {
     pub body: String,
     /// Deadline budget.
     pub timeout: Duration,
+    /// Auth policy, as `protogate check` shows it.
+    pub auth: String,
 }
 
 /// A found route and its decoded path variables.

@@ -88,8 +88,19 @@ impl Compiled {
     }
 }
 
-/// Compiles a loaded routes.toml.
+/// Compiles a loaded routes.toml without touching the network (for
+/// `protogate check`): JWKS URLs are checked but not fetched.
 pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
+    compile_with(loaded, false)
+}
+
+/// Compiles a loaded routes.toml for serving: JWKS URLs start fetching in
+/// the background (must run inside the runtime).
+pub fn compile_for_serving(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
+    compile_with(loaded, true)
+}
+
+fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<ConfigError>> {
     let file = &loaded.file;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -151,6 +162,16 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
 
     let forward_request = header_list(&file.headers.forward_request, &mut errors);
     let forward_response = header_list(&file.headers.forward_response, &mut errors);
+    let providers =
+        crate::auth::load::providers(&file.auth, &loaded.base_dir, fetch_keys, &mut errors);
+    for (name, header) in file.headers.forward_request.iter().zip(&forward_request) {
+        if providers.identity_metadata.contains(header) {
+            errors.push(
+                ConfigError::at(name.span(), format!("'{header}' is set from the caller's identity and cannot also be forwarded from the client"))
+                    .hint("remove it from forward_request; the gateway sets it after authentication"),
+            );
+        }
+    }
 
     let mut builder = MatcherBuilder::new();
     let mut summaries = Vec::new();
@@ -263,6 +284,20 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
                 .and_then(|m| m.timeout)
                 .or(section.timeout)
                 .unwrap_or(*upstream_timeout);
+            let mut policy_errors = Vec::new();
+            let policy = crate::auth::load::policy(
+                &section.auth(),
+                &method_section.map(|m| m.auth()).unwrap_or_default(),
+                &providers,
+                section.service.span(),
+                &mut policy_errors,
+            );
+            for error in policy_errors {
+                if !errors.contains(&error) {
+                    errors.push(error);
+                }
+            }
+            let Some(policy) = policy else { continue };
             let json = json_mapping(&[
                 &file.json,
                 &section.json,
@@ -314,6 +349,7 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
                         crate::route::BodyRule::Field(f) => f.to_string(),
                     },
                     timeout,
+                    auth: policy.summary(),
                 });
                 let route = Route {
                     method: method.clone(),
@@ -327,6 +363,8 @@ pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
                     upstream_name: section.upstream.get_ref().clone(),
                     timeout,
                     json: json.clone(),
+                    reserved_query: policy.query_parameters(),
+                    auth: policy.clone(),
                 };
                 if let Err(conflict) = builder.insert(binding.http_method, binding.template, route)
                 {

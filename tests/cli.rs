@@ -75,6 +75,7 @@ endpoints = ["http://127.0.0.1:50052"]
 [[routes]]
 service = "testing.v1.EverythingService"
 upstream = "everything"
+auth = "none"
 "#;
 
 #[test]
@@ -91,7 +92,7 @@ fn check_on_the_shipped_routes_toml_prints_the_route_table() {
     assert_eq!(
         header,
         [
-            "METHOD", "TEMPLATE", "GRPC", "METHOD", "UPSTREAM", "TIMEOUT", "BODY"
+            "METHOD", "TEMPLATE", "GRPC", "METHOD", "UPSTREAM", "TIMEOUT", "AUTH", "BODY"
         ]
     );
     let get_book = rows(&output)
@@ -105,7 +106,8 @@ fn check_on_the_shipped_routes_toml_prints_the_route_table() {
             "/v1/shelves/{shelf}/books/{book}",
             "bookstore.v1.Bookstore.GetBook",
             "bookstore",
-            "5s"
+            "5s",
+            "none"
         ]
     );
     assert!(has_row(
@@ -191,7 +193,7 @@ fn check_leaves_an_unannotated_method_out_when_routes_toml_does_not_bind_it() {
 #[test]
 fn expose_false_removes_a_method_from_the_route_table() {
     let toml = format!(
-        "{}\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\n\n[routes.methods.DeleteBook]\nexpose = false\n",
+        "{}\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\nauth = \"none\"\n\n[routes.methods.DeleteBook]\nexpose = false\n",
         proto_section("bookstore/v1/bookstore.proto")
     );
     let (_dir, output) = check_toml(&toml);
@@ -218,7 +220,7 @@ fn check_reads_http_rules_from_a_descriptor_set() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("bookstore.binpb"), set).expect("write descriptor set");
-    let toml = "[proto]\ndescriptor_set = \"bookstore.binpb\"\n\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\n";
+    let toml = "[proto]\ndescriptor_set = \"bookstore.binpb\"\n\n[upstreams.bookstore]\nendpoints = [\"http://127.0.0.1:50051\"]\n\n[[routes]]\nservice = \"bookstore.v1.Bookstore\"\nupstream = \"bookstore\"\nauth = \"none\"\n";
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, toml).expect("write routes.toml");
     let output = protogate(&["check", "--config", path.to_str().expect("utf-8 path")]);

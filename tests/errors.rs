@@ -36,6 +36,7 @@ timeout = "5s"
 [[routes]]
 service = "testing.v1.EverythingService"
 upstream = "echo"
+auth = "none"
 "#
     )
 }

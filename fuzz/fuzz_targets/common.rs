@@ -15,7 +15,7 @@ pub fn table() -> &'static RouteTable {
             format!(
                 "[proto]\nfiles = [\"testing/v1/everything.proto\"]\ninclude = [\"{proto}\"]\n\
                  [upstreams.echo]\nendpoints = [\"http://127.0.0.1:1\"]\n\
-                 [[routes]]\nservice = \"testing.v1.EverythingService\"\nupstream = \"echo\"\n"
+                 [[routes]]\nservice = \"testing.v1.EverythingService\"\nupstream = \"echo\"\nauth = \"none\"\n"
             ),
         )
         .expect("write");

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use super::auth::{AuthSection, AuthSetting, RouteAuth};
+
 /// The whole routes.toml.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +36,9 @@ pub struct RoutesFile {
     /// Services exposed over HTTP.
     #[serde(default)]
     pub routes: Vec<Spanned<RouteSection>>,
+    /// JWT providers and API keys.
+    #[serde(default)]
+    pub auth: AuthSection,
 }
 
 /// `[server]`.
@@ -168,6 +173,14 @@ pub struct RouteSection {
     /// Per-method overrides, keyed by the method's simple name.
     #[serde(default)]
     pub methods: BTreeMap<Spanned<String>, Spanned<MethodSection>>,
+    /// Who may call: `"none"`, a provider name, `"api_key"`, or a list (any of).
+    pub auth: Option<Spanned<AuthSetting>>,
+    /// Scopes required in the token's `scope`/`scp` claim (all of them).
+    pub scopes: Option<Vec<String>>,
+    /// Claims that must have these values (a string, or a list: any of).
+    pub claims: Option<BTreeMap<String, toml::Value>>,
+    /// Forward the client's `Authorization` header upstream.
+    pub forward_authorization: Option<bool>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -186,6 +199,14 @@ pub struct MethodSection {
     /// `false` keeps an annotated method off the HTTP surface.
     #[serde(default = "defaults::yes")]
     pub expose: bool,
+    /// Who may call: `"none"`, a provider name, `"api_key"`, or a list (any of).
+    pub auth: Option<Spanned<AuthSetting>>,
+    /// Scopes required in the token's `scope`/`scp` claim (all of them).
+    pub scopes: Option<Vec<String>>,
+    /// Claims that must have these values (a string, or a list: any of).
+    pub claims: Option<BTreeMap<String, toml::Value>>,
+    /// Forward the client's `Authorization` header upstream.
+    pub forward_authorization: Option<bool>,
 }
 
 /// An HTTP rule in google.api.HttpRule's own shape.
@@ -283,7 +304,7 @@ impl Default for LimitsSection {
 }
 
 /// Parses `"1.5s"`, `"250ms"`, `"2m"` (humantime syntax).
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     /// Accepts only strings, and says so when given a bare number.
     struct Text;
     impl serde::de::Visitor<'_> for Text {
@@ -302,4 +323,28 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
+}
+
+impl RouteSection {
+    /// The route-level auth keys.
+    pub fn auth(&self) -> RouteAuth {
+        RouteAuth {
+            auth: self.auth.clone(),
+            scopes: self.scopes.clone(),
+            claims: self.claims.clone(),
+            forward_authorization: self.forward_authorization,
+        }
+    }
+}
+
+impl MethodSection {
+    /// The method-level auth keys (overrides).
+    pub fn auth(&self) -> RouteAuth {
+        RouteAuth {
+            auth: self.auth.clone(),
+            scopes: self.scopes.clone(),
+            claims: self.claims.clone(),
+            forward_authorization: self.forward_authorization,
+        }
+    }
 }

@@ -24,6 +24,10 @@ pub fn apply(message: &mut DynamicMessage, route: &Route, query: &str) -> Result
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = decode(raw_key)?;
+        if route.reserved_query.iter().any(|r| *r == key) {
+            // A credential, already consumed by authentication.
+            continue;
+        }
         let value = decode(raw_value)?;
         let unknown = || ClientError::UnknownField {
             field: key.to_string(),

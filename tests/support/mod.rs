@@ -44,7 +44,7 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
     let loaded = protogate::config::load(&path).unwrap_or_else(|(source, errors)| {
         panic!("routes.toml does not parse:\n{}", source.render(&errors))
     });
-    let compiled = protogate::snapshot::compile(&loaded).unwrap_or_else(|errors| {
+    let compiled = protogate::snapshot::compile_for_serving(&loaded).unwrap_or_else(|errors| {
         panic!(
             "routes.toml does not compile:\n{}",
             loaded.source.render(&errors)
@@ -86,6 +86,7 @@ connections = 2
 [[routes]]
 service = "bookstore.v1.Bookstore"
 upstream = "bookstore"
+auth = "none"
 {extra}
 "#
     )
@@ -110,6 +111,7 @@ timeout = "5s"
 [[routes]]
 service = "testing.v1.EverythingService"
 upstream = "echo"
+auth = "none"
 {extra}
 "#
     )

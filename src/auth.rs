@@ -1,0 +1,255 @@
+//! Edge authentication: each route's [`AuthPolicy`] checks the request's
+//! credential (a JWT from a configured provider, or an API key) and yields
+//! the caller's [`Identity`]; then required scopes and claim values are
+//! checked. The route is matched first, so unknown paths cost no token work.
+
+pub mod api_key;
+pub mod identity;
+pub mod jwks;
+pub mod jwt;
+pub mod load;
+pub mod mint;
+
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+pub use identity::Identity;
+
+/// Why a request is not let through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// No credential was presented.
+    #[error("this route requires authentication; no credential was presented")]
+    Missing,
+    /// The credential is not valid.
+    #[error("invalid credential: {0}")]
+    Invalid(String),
+    /// Valid credential, but not allowed here (scope or claim).
+    #[error("insufficient scope: {reason}")]
+    Forbidden {
+        /// What is missing.
+        reason: String,
+        /// The scopes the route requires, for `WWW-Authenticate`.
+        scopes: String,
+    },
+    /// The provider's keys are not loaded yet (JWKS unreachable since start-up).
+    #[error("the keys of auth provider '{0}' are not available yet")]
+    KeysUnavailable(String),
+}
+
+/// One way a caller may be admitted.
+#[derive(Debug, Clone)]
+pub enum Way {
+    /// No credential needed.
+    Public,
+    /// A JWT from this provider, read from `source`.
+    Jwt(Arc<jwt::JwtProvider>, Source),
+    /// An API key read from `source`.
+    ApiKey(Arc<api_key::ApiKeys>, Source),
+}
+
+/// Where a credential is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// A named header, whole value.
+    Header(HeaderName),
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+}
+
+/// A route's authentication and authorization rule, compiled.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// Any of these admits the caller.
+    pub ways: Vec<Way>,
+    /// Scopes the token must carry (all of them).
+    pub scopes: Vec<String>,
+    /// Claims that must hold one of the listed values.
+    pub claims: Vec<(String, Vec<Value>)>,
+    /// Forward the client's `Authorization` header upstream.
+    pub forward_authorization: bool,
+    /// As written, for `protogate check`.
+    pub description: String,
+}
+
+// === impl AuthPolicy ===
+
+impl AuthPolicy {
+    /// One line for `protogate check`: the ways in, then required scopes.
+    pub fn summary(&self) -> String {
+        match self.scopes.is_empty() {
+            true => self.description.clone(),
+            false => format!("{}({})", self.description, self.scopes.join(",")),
+        }
+    }
+
+    /// Query parameters this policy reads credentials from.
+    pub fn query_parameters(&self) -> Vec<String> {
+        self.ways
+            .iter()
+            .filter_map(|w| match w {
+                Way::Jwt(_, s) | Way::ApiKey(_, s) => s.query_parameter().map(str::to_string),
+                Way::Public => None,
+            })
+            .collect()
+    }
+
+    /// Whether anyone may call without a credential.
+    pub fn is_public(&self) -> bool {
+        self.ways.iter().any(|w| matches!(w, Way::Public))
+    }
+
+    /// Authenticates and authorizes a request.
+    pub async fn check(&self, parts: &Parts) -> Result<Identity, AuthError> {
+        if self.is_public() {
+            return Ok(Identity::anonymous());
+        }
+        // Every credential the request carries, for every way this route
+        // accepts. More than one is ambiguous and refused, never guessed.
+        let mut presented: Vec<(&Way, String)> = Vec::new();
+        let mut seen_sources: Vec<&Source> = Vec::new();
+        for way in &self.ways {
+            let source = match way {
+                Way::Jwt(_, s) | Way::ApiKey(_, s) => s,
+                Way::Public => continue,
+            };
+            if seen_sources.contains(&source) {
+                continue;
+            }
+            seen_sources.push(source);
+            for credential in source.extract(parts)? {
+                presented.push((way, credential));
+            }
+        }
+        let (way, credential) = match presented.len() {
+            0 => return Err(AuthError::Missing),
+            1 => presented.remove(0),
+            _ => {
+                return Err(AuthError::Invalid(
+                    "more than one credential was presented".into(),
+                ));
+            }
+        };
+        let (identity, claims) = match way {
+            Way::Jwt(provider, _) => provider.verify(&credential).await?,
+            Way::ApiKey(keys, _) => (keys.verify(&credential)?, Map::new()),
+            Way::Public => return Ok(Identity::anonymous()),
+        };
+        // A credential arriving through a source shared by several ways is
+        // tried only against the way it was collected for; see extract().
+        self.authorize(&claims)?;
+        Ok(identity)
+    }
+
+    fn authorize(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
+        let forbidden = |reason: String| AuthError::Forbidden {
+            reason,
+            scopes: self.scopes.join(" "),
+        };
+        if !self.scopes.is_empty() {
+            let granted: Vec<&str> = match claims.get("scope").or_else(|| claims.get("scp")) {
+                Some(Value::String(s)) => s.split_whitespace().collect(),
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let missing: Vec<&str> = self
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .filter(|s| !granted.contains(s))
+                .collect();
+            if !missing.is_empty() {
+                return Err(forbidden(format!(
+                    "missing scope(s): {}",
+                    missing.join(" ")
+                )));
+            }
+        }
+        for (claim, allowed) in &self.claims {
+            let ok = match claims.get(claim) {
+                Some(Value::Array(values)) => values.iter().any(|v| allowed.contains(v)),
+                Some(value) => allowed.contains(value),
+                None => false,
+            };
+            if !ok {
+                return Err(forbidden(format!(
+                    "claim '{claim}' does not have a required value"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl Source ===
+
+impl Source {
+    /// Every credential this source finds in the request (normally 0 or 1).
+    fn extract(&self, parts: &Parts) -> Result<Vec<String>, AuthError> {
+        let text = |v: &HeaderValue| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| AuthError::Invalid("the credential is not visible ASCII".into()))
+        };
+        match self {
+            Source::Bearer => parts
+                .headers
+                .get_all(AUTHORIZATION)
+                .iter()
+                .map(|v| {
+                    let value = text(v)?;
+                    let (scheme, token) = value.split_once(' ').unwrap_or((&value, ""));
+                    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+                        return Err(AuthError::Invalid(
+                            "the Authorization header must be 'Bearer <token>'".into(),
+                        ));
+                    }
+                    Ok(token.trim().to_string())
+                })
+                .collect(),
+            Source::Header(name) => parts.headers.get_all(name).iter().map(text).collect(),
+            Source::Cookie(name) => {
+                let mut found = Vec::new();
+                for header in parts.headers.get_all(COOKIE) {
+                    for pair in text(header)?.split(';') {
+                        if let Some((k, v)) = pair.trim().split_once('=')
+                            && k == name
+                        {
+                            found.push(v.to_string());
+                        }
+                    }
+                }
+                Ok(found)
+            }
+            Source::Query(name) => {
+                let query = parts.uri.query().unwrap_or("");
+                Ok(query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| {
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The query parameter this source reads, which the transcoder must skip.
+    pub fn query_parameter(&self) -> Option<&str> {
+        match self {
+            Source::Query(name) => Some(name),
+            _ => None,
+        }
+    }
+}

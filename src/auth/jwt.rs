@@ -1,0 +1,247 @@
+//! JWT validation for one provider: the token is read from the configured
+//! place only, bounded in size, its `alg` must be in the provider's explicit
+//! list and match the key's family (no RSA public key is ever used as an
+//! HMAC secret), keys come only from configuration (`jku`, `x5u` and an
+//! embedded `jwk` in the header are ignored), and `exp`, `nbf`, `iss`, `aud`
+//! are checked with the configured leeway.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::AuthError;
+use super::identity::Identity;
+use super::jwks::Jwks;
+
+/// Keys of one provider, by `kid`.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, (DecodingKey, Option<Algorithm>)>,
+    without_kid: Vec<(DecodingKey, Option<Algorithm>)>,
+}
+
+/// Where a provider's keys come from.
+#[derive(Debug)]
+pub enum Keys {
+    /// Loaded at start-up (secret, PEM, JWKS file).
+    Static(Arc<KeySet>),
+    /// Fetched from a JWKS URL.
+    Remote(Arc<Jwks>),
+}
+
+/// One JWT provider.
+#[derive(Debug)]
+pub struct JwtProvider {
+    /// Name from routes.toml.
+    pub name: String,
+    validation: Validation,
+    keys: Keys,
+    max_token_bytes: usize,
+    claims_to_metadata: Vec<(String, HeaderName)>,
+}
+
+// === impl KeySet ===
+
+impl KeySet {
+    /// Keys from a JWKS; unusable keys are skipped with a warning.
+    pub fn from_jwks(set: &JwkSet, provider: &str) -> KeySet {
+        let mut keys = KeySet::default();
+        for jwk in &set.keys {
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => keys.insert(jwk.common.key_id.clone(), key, alg),
+                Err(e) => {
+                    tracing::warn!(%provider, kid = ?jwk.common.key_id, error = %e, "skipping unusable JWK")
+                }
+            }
+        }
+        keys
+    }
+
+    /// Adds a key.
+    pub fn insert(&mut self, kid: Option<String>, key: DecodingKey, alg: Option<Algorithm>) {
+        match kid {
+            Some(kid) => {
+                self.by_kid.insert(kid, (key, alg));
+            }
+            None => self.without_kid.push((key, alg)),
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.without_kid.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Candidate keys for a token header: by `kid`, else every kid-less key.
+    fn candidates(&self, kid: Option<&str>) -> Vec<&(DecodingKey, Option<Algorithm>)> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).into_iter().collect(),
+            None if !self.without_kid.is_empty() => self.without_kid.iter().collect(),
+            // A token without kid against a set where every key has one:
+            // only unambiguous if there is exactly one key.
+            None if self.by_kid.len() == 1 => self.by_kid.values().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+// === impl JwtProvider ===
+
+impl JwtProvider {
+    /// A provider with its validation rules and key source.
+    pub fn new(
+        name: String,
+        validation: Validation,
+        keys: Keys,
+        max_token_bytes: usize,
+        claims_to_metadata: Vec<(String, HeaderName)>,
+    ) -> JwtProvider {
+        JwtProvider {
+            name,
+            validation,
+            keys,
+            max_token_bytes,
+            claims_to_metadata,
+        }
+    }
+
+    /// Metadata keys this provider sets (stripped from clients everywhere).
+    pub fn metadata_keys(&self) -> Vec<HeaderName> {
+        self.claims_to_metadata
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
+    /// The JWKS source, if the keys are remote.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        match &self.keys {
+            Keys::Remote(jwks) => Some(jwks),
+            Keys::Static(_) => None,
+        }
+    }
+
+    /// Verifies a token and returns the identity it proves.
+    pub async fn verify(&self, token: &str) -> Result<(Identity, Map<String, Value>), AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::Invalid(format!(
+                "the token is longer than {} bytes",
+                self.max_token_bytes
+            )));
+        }
+        if token.split('.').count() != 3 {
+            return Err(AuthError::Invalid(
+                "the token is not a JWS compact serialization (three segments)".into(),
+            ));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::Invalid(format!("malformed token header: {e}")))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let keys = match &self.keys {
+            Keys::Static(keys) => keys.clone(),
+            Keys::Remote(jwks) => match jwks.current() {
+                Some(keys) => keys,
+                None => return Err(AuthError::KeysUnavailable(self.name.clone())),
+            },
+        };
+        let mut keys = keys;
+        if header
+            .kid
+            .as_deref()
+            .is_some_and(|kid| keys.candidates(Some(kid)).is_empty())
+            && let Keys::Remote(jwks) = &self.keys
+            && let Some(fresh) = jwks.refresh_for_unknown_kid().await
+        {
+            keys = fresh;
+        }
+        let candidates = keys.candidates(header.kid.as_deref());
+        if candidates.is_empty() {
+            return Err(AuthError::Invalid(match &header.kid {
+                Some(kid) => format!("unknown key id {kid:?}"),
+                None => "the token names no key id and the key is ambiguous".into(),
+            }));
+        }
+        let family = family_of(header.alg);
+        let mut last_error = AuthError::Invalid("no key matches the token's algorithm".into());
+        for (key, key_alg) in candidates {
+            // The key decides its algorithm family, never the token.
+            if key.family() != family || key_alg.is_some_and(|a| a != header.alg) {
+                continue;
+            }
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
+                Ok(data) => return Ok((self.identity(&data.claims), data.claims)),
+                Err(e) => last_error = AuthError::Invalid(describe(&e)),
+            }
+        }
+        Err(last_error)
+    }
+
+    fn identity(&self, claims: &Map<String, Value>) -> Identity {
+        let mut metadata = Vec::with_capacity(self.claims_to_metadata.len());
+        for (claim, header) in &self.claims_to_metadata {
+            let text = match claims.get(claim) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => continue,
+            };
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                metadata.push((header.clone(), value));
+            }
+        }
+        Identity {
+            subject: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            consumer: None,
+            via: Some(self.name.clone()),
+            metadata,
+        }
+    }
+}
+
+/// The family an algorithm belongs to.
+pub fn family_of(alg: Algorithm) -> AlgorithmFamily {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => AlgorithmFamily::Hmac,
+        Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
+        Algorithm::EdDSA => AlgorithmFamily::Ed,
+        _ => AlgorithmFamily::Rsa,
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::InvalidSignature => "invalid signature".into(),
+        ErrorKind::InvalidAlgorithm => "algorithm does not match the key".into(),
+        ErrorKind::MissingRequiredClaim(c) => format!("missing required claim '{c}'"),
+        ErrorKind::InvalidClaimFormat(c) => format!("claim '{c}' has the wrong type"),
+        ErrorKind::Base64(_) => "malformed base64 in the token".into(),
+        ErrorKind::Json(_) => "malformed JSON in the token".into(),
+        _ => "invalid token".into(),
+    }
+}

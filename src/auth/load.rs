@@ -1,0 +1,455 @@
+//! Builds the auth providers and per-route policies from routes.toml,
+//! reporting every mistake with its place: algorithms that do not fit the
+//! key source (an RSA key can never verify an HS256 token), missing or short
+//! secrets, unknown provider names, a route with no policy at all.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderName;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use toml::Spanned;
+
+use super::api_key::{ApiKeys, parse_digest};
+use super::jwks::{Jwks, JwksConfig};
+use super::jwt::{JwtProvider, KeySet, Keys, family_of};
+use super::{AuthPolicy, Source, Way};
+use crate::config::ConfigError;
+use crate::config::auth::{
+    ApiKeyEntry, ApiKeysFile, AuthSection, AuthSetting, JwtProviderSection, RouteAuth, TokenSource,
+};
+use crate::headers::is_forwardable;
+
+/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
+const MIN_SECRET_BYTES: usize = 32;
+
+/// Every configured way in, by name.
+#[derive(Debug, Default)]
+pub struct Providers {
+    jwt: BTreeMap<String, (Arc<JwtProvider>, Source)>,
+    api_keys: Option<(Arc<ApiKeys>, Source)>,
+    /// Every metadata key an identity can set: never accepted from clients.
+    pub identity_metadata: Vec<HeaderName>,
+    /// Providers whose own section has errors (already reported).
+    broken: Vec<String>,
+}
+
+/// Builds providers. JWKS URLs start fetching in the background (so this
+/// must run inside the runtime); `fetch` = false (for `check`) skips that.
+pub fn providers(
+    section: &AuthSection,
+    base_dir: &Path,
+    fetch: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Providers {
+    let mut out = Providers::default();
+    for (name, provider) in &section.providers {
+        if name.get_ref() == "none" || name.get_ref() == "api_key" {
+            errors.push(ConfigError::at(
+                name.span(),
+                format!(
+                    "'{}' is reserved and cannot name a provider",
+                    name.get_ref()
+                ),
+            ));
+            continue;
+        }
+        match jwt_provider(name.get_ref(), provider, base_dir, fetch, errors) {
+            Some(built) => {
+                out.identity_metadata.extend(built.0.metadata_keys());
+                out.jwt.insert(name.get_ref().clone(), built);
+            }
+            None => out.broken.push(name.get_ref().clone()),
+        }
+    }
+    if let Some(keys) = &section.api_keys
+        && let Some(built) = api_keys(keys, base_dir, errors)
+    {
+        out.identity_metadata.extend(built.0.metadata_keys());
+        out.api_keys = Some(built);
+    }
+    out
+}
+
+fn source(
+    token: &TokenSource,
+    default: Source,
+    span: std::ops::Range<usize>,
+    errors: &mut Vec<ConfigError>,
+) -> Source {
+    let given = [
+        token.header.is_some(),
+        token.cookie.is_some(),
+        token.query.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given > 1 {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                "token source: give one of header, cookie or query",
+            )
+            .hint("e.g. token = { cookie = \"session\" }"),
+        );
+    }
+    if let Some(header) = &token.header {
+        let lower = header.to_ascii_lowercase();
+        if lower == "authorization" {
+            return Source::Bearer;
+        }
+        return match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(h) => Source::Header(h),
+            Err(_) => {
+                errors.push(ConfigError::at(
+                    span,
+                    format!("'{header}' is not a valid header name"),
+                ));
+                default
+            }
+        };
+    }
+    if let Some(cookie) = &token.cookie {
+        return Source::Cookie(cookie.clone());
+    }
+    if let Some(query) = &token.query {
+        return Source::Query(query.clone());
+    }
+    default
+}
+
+fn jwt_provider(
+    name: &str,
+    section: &Spanned<JwtProviderSection>,
+    base_dir: &Path,
+    fetch: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Arc<JwtProvider>, Source)> {
+    let span = section.span();
+    let p = section.get_ref();
+    let before = errors.len();
+    let mut algorithms = Vec::new();
+    for alg in &p.algorithms {
+        match alg.get_ref().parse::<Algorithm>() {
+            Ok(a) => algorithms.push(a),
+            Err(_) => errors.push(
+                ConfigError::at(alg.span(), format!("unknown algorithm '{}'", alg.get_ref()))
+                    .hint("use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"),
+            ),
+        }
+    }
+    if p.algorithms.is_empty() {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!("provider '{name}' lists no algorithms"),
+            )
+            .hint("add algorithms = [\"RS256\"] (never inferred from tokens)"),
+        );
+    }
+    let sources = [
+        p.jwks_url.is_some(),
+        p.jwks_file.is_some(),
+        p.pem_file.is_some(),
+        p.secret_env.is_some(),
+        p.secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if sources != 1 {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!("provider '{name}' needs exactly one key source"),
+            )
+            .hint("give one of jwks_url, jwks_file, pem_file, secret_env, secret_file"),
+        );
+        return None;
+    }
+    let hmac = p.secret_env.is_some() || p.secret_file.is_some();
+    for (alg, written) in algorithms.iter().zip(&p.algorithms) {
+        if (family_of(*alg) == AlgorithmFamily::Hmac) != hmac {
+            errors.push(
+                ConfigError::at(written.span(), format!("algorithm {alg:?} does not fit provider '{name}''s key source"))
+                    .hint("HS* algorithms need secret_env/secret_file; the others need a public key (jwks_url, jwks_file, pem_file)"),
+            );
+        }
+    }
+    let keys = if let Some(url) = &p.jwks_url {
+        if !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://")) {
+            errors.push(ConfigError::at(
+                url.span(),
+                "jwks_url must be an http(s) URL",
+            ));
+        }
+        let config = JwksConfig {
+            provider: name.to_string(),
+            url: url.get_ref().clone(),
+            refresh: p.jwks_refresh,
+            cooldown: p.jwks_cooldown,
+            timeout: p.jwks_timeout,
+            max_bytes: p.jwks_max_bytes,
+        };
+        if !fetch || errors.len() > before {
+            Keys::Static(Arc::new(KeySet::default()))
+        } else {
+            Keys::Remote(Jwks::start(config))
+        }
+    } else {
+        let mut set = KeySet::default();
+        let loaded: Result<(), String> = (|| {
+            if let Some(file) = &p.jwks_file {
+                let text = std::fs::read(base_dir.join(file.get_ref()))
+                    .map_err(|e| format!("cannot read jwks_file: {e}"))?;
+                let jwks = serde_json::from_slice(&text)
+                    .map_err(|e| format!("jwks_file is not a JWKS: {e}"))?;
+                set = KeySet::from_jwks(&jwks, name);
+            } else if let Some(file) = &p.pem_file {
+                let pem = std::fs::read(base_dir.join(file.get_ref()))
+                    .map_err(|e| format!("cannot read pem_file: {e}"))?;
+                let family = algorithms
+                    .first()
+                    .map(|a| family_of(*a))
+                    .ok_or("no algorithm")?;
+                let key = match family {
+                    AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+                    AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+                    AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+                    AlgorithmFamily::Hmac => {
+                        return Err("a PEM key cannot be an HMAC secret".into());
+                    }
+                }
+                .map_err(|e| format!("pem_file is not a {family:?} public key: {e}"))?;
+                set.insert(None, key, None);
+            } else {
+                let secret = if let Some(var) = &p.secret_env {
+                    std::env::var(var.get_ref())
+                        .map_err(|_| format!("environment variable {} is not set", var.get_ref()))?
+                } else if let Some(file) = &p.secret_file {
+                    std::fs::read_to_string(base_dir.join(file.get_ref()))
+                        .map_err(|e| format!("cannot read secret_file: {e}"))?
+                } else {
+                    String::new()
+                };
+                let secret = secret.trim_end_matches(['\n', '\r']);
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(format!(
+                        "the HMAC secret is {} bytes; at least {MIN_SECRET_BYTES} are required",
+                        secret.len()
+                    ));
+                }
+                set.insert(None, DecodingKey::from_secret(secret.as_bytes()), None);
+            }
+            Ok(())
+        })();
+        if let Err(reason) = loaded {
+            errors.push(ConfigError::at(
+                span.clone(),
+                format!("provider '{name}': {reason}"),
+            ));
+            return None;
+        }
+        Keys::Static(Arc::new(set))
+    };
+    let mut validation = Validation::new(algorithms.first().copied().unwrap_or(Algorithm::RS256));
+    validation.algorithms = algorithms;
+    validation.leeway = p.leeway.as_secs();
+    // nbf is off by default in jsonwebtoken; a not-yet-valid token must fail.
+    validation.validate_nbf = true;
+    validation.set_issuer(&[&p.issuer]);
+    let mut required = vec!["exp", "iss"];
+    if p.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&p.audiences);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    let mut claims_to_metadata = Vec::new();
+    for (claim, header) in &p.claims_to_metadata {
+        let lower = header.get_ref().to_ascii_lowercase();
+        match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(h) if is_forwardable(&lower) && lower != "authorization" => {
+                claims_to_metadata.push((claim.clone(), h))
+            }
+            _ => errors.push(ConfigError::at(
+                header.span(),
+                format!("'{}' cannot be an identity metadata key", header.get_ref()),
+            )),
+        }
+    }
+    let token_source = source(&p.token, Source::Bearer, span, errors);
+    if errors.len() > before {
+        return None;
+    }
+    let provider = JwtProvider::new(
+        name.to_string(),
+        validation,
+        keys,
+        p.max_token_bytes,
+        claims_to_metadata,
+    );
+    Some((Arc::new(provider), token_source))
+}
+
+fn api_keys(
+    section: &Spanned<crate::config::auth::ApiKeysSection>,
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Arc<ApiKeys>, Source)> {
+    let s = section.get_ref();
+    let mut entries: Vec<Spanned<ApiKeyEntry>> = s.keys.clone();
+    if let Some(file) = &s.keys_file {
+        let path = base_dir.join(file.get_ref());
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str::<ApiKeysFile>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(parsed) => entries.extend(
+                parsed
+                    .keys
+                    .into_iter()
+                    .map(|k| Spanned::new(file.span(), k.into_inner())),
+            ),
+            Err(e) => errors.push(ConfigError::at(
+                file.span(),
+                format!("cannot load keys_file {}: {e}", path.display()),
+            )),
+        }
+    }
+    let mut keys = Vec::new();
+    for entry in &entries {
+        match parse_digest(entry.get_ref().sha256.get_ref()) {
+            Some(d) => keys.push((d, entry.get_ref().consumer.clone())),
+            None => errors.push(
+                ConfigError::at(
+                    entry.span(),
+                    format!(
+                        "API key of '{}': sha256 must be 64 hex characters",
+                        entry.get_ref().consumer
+                    ),
+                )
+                .hint("store keys hashed: printf %s \"$KEY\" | sha256sum"),
+            ),
+        }
+    }
+    let metadata = s.consumer_metadata.get_ref().to_ascii_lowercase();
+    let Ok(consumer_metadata) = HeaderName::from_bytes(metadata.as_bytes()) else {
+        errors.push(ConfigError::at(
+            s.consumer_metadata.span(),
+            "consumer_metadata is not a valid header name",
+        ));
+        return None;
+    };
+    let default = Source::Header(HeaderName::from_static("x-api-key"));
+    let source = source(&s.source, default, section.span(), errors);
+    Some((Arc::new(ApiKeys::new(keys, consumer_metadata)), source))
+}
+
+/// Compiles a route's policy: method keys override the route's.
+pub fn policy(
+    route: &RouteAuth,
+    method: &RouteAuth,
+    providers: &Providers,
+    fallback: std::ops::Range<usize>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AuthPolicy> {
+    let Some(setting) = method.auth.as_ref().or(route.auth.as_ref()) else {
+        errors.push(
+            ConfigError::at(fallback, "this route has no auth policy")
+                .hint("set auth = \"none\" to make it public on purpose, or name a provider / \"api_key\""),
+        );
+        return None;
+    };
+    let names: Vec<&String> = match setting.get_ref() {
+        AuthSetting::One(name) => vec![name],
+        AuthSetting::AnyOf(list) => list.iter().collect(),
+    };
+    let span = setting.span();
+    let mut ways = Vec::new();
+    for name in &names {
+        match name.as_str() {
+            "none" => ways.push(Way::Public),
+            "api_key" => match &providers.api_keys {
+                Some((keys, source)) => ways.push(Way::ApiKey(keys.clone(), source.clone())),
+                None => errors.push(ConfigError::at(
+                    span.clone(),
+                    "auth = \"api_key\" but [auth.api_keys] is not configured",
+                )),
+            },
+            other => match providers.jwt.get(other) {
+                Some((provider, source)) => ways.push(Way::Jwt(provider.clone(), source.clone())),
+                None if providers.broken.iter().any(|b| b == other) => {}
+                None => errors.push(
+                    ConfigError::at(span.clone(), format!("unknown auth provider '{other}'")).hint(
+                        format!("define [auth.providers.{other}], or use \"none\" or \"api_key\""),
+                    ),
+                ),
+            },
+        }
+    }
+    if names.is_empty() {
+        errors.push(
+            ConfigError::at(setting.span(), "auth lists no way in")
+                .hint("use \"none\" for a public route"),
+        );
+    }
+    let public = ways.iter().any(|w| matches!(w, Way::Public));
+    if public && ways.len() > 1 {
+        errors.push(
+            ConfigError::at(
+                setting.span(),
+                "\"none\" makes the other entries meaningless",
+            )
+            .hint("remove \"none\" or the others"),
+        );
+    }
+    let scopes = method
+        .scopes
+        .clone()
+        .or_else(|| route.scopes.clone())
+        .unwrap_or_default();
+    let claim_rules = method
+        .claims
+        .clone()
+        .or_else(|| route.claims.clone())
+        .unwrap_or_default();
+    if public && (!scopes.is_empty() || !claim_rules.is_empty()) {
+        errors.push(ConfigError::at(
+            setting.span(),
+            "a public route cannot require scopes or claims",
+        ));
+    }
+    let claims = claim_rules
+        .into_iter()
+        .map(|(claim, value)| {
+            let allowed = match value {
+                toml::Value::Array(items) => items.into_iter().map(toml_to_json).collect(),
+                other => vec![toml_to_json(other)],
+            };
+            (claim, allowed)
+        })
+        .collect();
+    let description = names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join("|");
+    Some(AuthPolicy {
+        ways,
+        scopes,
+        claims,
+        forward_authorization: method
+            .forward_authorization
+            .or(route.forward_authorization)
+            .unwrap_or(false),
+        description,
+    })
+}
+
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
