@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod diagnostic;
+pub mod edge;
 pub mod file;
 
 use std::path::{Path, PathBuf};

@@ -293,7 +293,12 @@ impl IntoResponse for GatewayError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let GatewayError::Upstream(status) = &self {
             for (name, value) in &status.headers {
-                headers.append(name.clone(), value.clone());
+                if name == header::CACHE_CONTROL {
+                    // A route's negative-cache policy replaces the default no-store.
+                    headers.insert(name.clone(), value.clone());
+                } else {
+                    headers.append(name.clone(), value.clone());
+                }
             }
         }
         if let GatewayError::Auth(auth) = &self

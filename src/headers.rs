@@ -32,6 +32,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Where time went, for browser devtools (W3C Server Timing).
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
 /// `application/grpc`, the only content type sent upstream.
 pub const CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 /// Content type of every JSON answer.

@@ -23,6 +23,7 @@
 //! the request path reads.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, Limited};
 
 use crate::error::{ClientError, GatewayError};
-use crate::headers::{GRPC_TIMEOUT, X_REQUEST_ID};
+use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::metadata;
 use crate::route::path::normalize;
 use crate::snapshot::Snapshot;
@@ -66,6 +66,9 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         }
     };
     response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+        .headers_mut()
+        .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
     if snapshot.settings.server.access_log {
         tracing::info!(
             target: "protogate::access",
@@ -120,11 +123,20 @@ async fn serve(
             route.auth.forward_authorization,
         ),
     };
+    let called = Instant::now();
     let reply = upstream.call(call, deadline).await.map_err(|e| match e {
         CallError::Status { status, metadata } => {
             let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
             let allowlist = &snapshot.settings.forward_response;
             metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+            if rendered.code == tonic::Code::NotFound
+                && let Some(control) = route.cache.not_found()
+            {
+                // The route opted into a short negative cache for 404s.
+                rendered
+                    .headers
+                    .insert(header::CACHE_CONTROL, control.clone());
+            }
             GatewayError::Upstream(Box::new(rendered))
         }
         CallError::Transport(t) => GatewayError::Transport(t),
@@ -132,25 +144,42 @@ async fn serve(
             budget: deadline.budget(),
         },
     })?;
+    let upstream_time = called.elapsed();
     let answer = transcode::response(route, reply.message)?;
 
-    let length = answer.body.len();
-    let body = if parts.method == Method::HEAD {
-        Body::empty()
-    } else {
-        Body::from(answer.body)
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::OK;
+    let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, answer.content_type);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     metadata::downstream(
         &[&reply.headers, &reply.trailers],
         &snapshot.settings.forward_response,
         headers,
     );
+    headers.insert(SERVER_TIMING, server_timing("upstream", upstream_time));
+    let not_modified = route.cache.apply(
+        &parts.method,
+        &parts.headers,
+        identity.is_authenticated(),
+        &found.captures,
+        &answer.body,
+        headers,
+    );
+    if not_modified {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return Ok(response);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+    if parts.method != Method::HEAD {
+        *response.body_mut() = Body::from(answer.body);
+    }
     Ok(response)
+}
+
+/// One `Server-Timing` metric (milliseconds, as browsers' devtools expect).
+fn server_timing(name: &str, elapsed: std::time::Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("{name};dur={:.1}", elapsed.as_secs_f64() * 1000.0))
+        .unwrap_or(HeaderValue::from_static("gateway"))
 }
 
 /// Bounds checked before any work: path and query length, header count and size.

@@ -14,6 +14,7 @@ use http::uri::PathAndQuery;
 use prost_reflect::{MethodDescriptor, SerializeOptions};
 
 use crate::auth::AuthPolicy;
+use crate::cache::CachePolicy;
 use crate::error::ClientError;
 use crate::transcode::FieldPath;
 use matcher::{MatchError, Matcher};
@@ -50,6 +51,8 @@ pub struct Route {
     pub auth: AuthPolicy,
     /// Query parameters that carry credentials, not message fields.
     pub reserved_query: Vec<String>,
+    /// How its answers may be cached.
+    pub cache: CachePolicy,
 }
 
 /// Where a binding puts the HTTP request body.

@@ -13,6 +13,8 @@ use http::HeaderName;
 use http::uri::{Authority, PathAndQuery};
 use prost_reflect::{DescriptorPool, SerializeOptions};
 
+use crate::cache::CachePolicy;
+use crate::config::edge::{CompressionSection, CorsSection};
 use crate::config::file::{JsonOptions, LimitsSection, ServerSection};
 use crate::config::{ConfigError, Loaded};
 use crate::descriptors::{self, DescriptorError, DescriptorSource};
@@ -46,6 +48,10 @@ pub struct Settings {
     pub forward_request: Vec<HeaderName>,
     /// Response metadata returned as headers.
     pub forward_response: Vec<HeaderName>,
+    /// `[cors]`.
+    pub cors: Option<CorsSection>,
+    /// `[compression]`.
+    pub compression: CompressionSection,
 }
 
 /// A compiled configuration whose upstreams are not dialled yet.
@@ -298,6 +304,9 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
                 }
             }
             let Some(policy) = policy else { continue };
+            let cache_section = method_section
+                .and_then(|m| m.cache.as_ref())
+                .or(section.cache.as_ref());
             let json = json_mapping(&[
                 &file.json,
                 &section.json,
@@ -364,6 +373,18 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
                     timeout,
                     json: json.clone(),
                     reserved_query: policy.query_parameters(),
+                    cache: match cache_section {
+                        Some(section) => CachePolicy::compile(
+                            section.get_ref(),
+                            section.span(),
+                            &binding.template,
+                            &method.input(),
+                            !policy.is_public(),
+                            &mut errors,
+                            &mut warnings,
+                        ),
+                        None => CachePolicy::default_private(),
+                    },
                     auth: policy.clone(),
                 };
                 if let Err(conflict) = builder.insert(binding.http_method, binding.template, route)
@@ -417,6 +438,8 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
             limits: file.limits.clone(),
             forward_request,
             forward_response,
+            cors: file.cors.clone(),
+            compression: file.compression.clone(),
         },
         warnings,
     })

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::auth::{AuthSection, AuthSetting, RouteAuth};
+use super::edge::{CacheSection, CompressionSection, CorsSection};
 
 /// The whole routes.toml.
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,11 @@ pub struct RoutesFile {
     /// JWT providers and API keys.
     #[serde(default)]
     pub auth: AuthSection,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<CorsSection>,
+    /// Response compression.
+    #[serde(default)]
+    pub compression: CompressionSection,
 }
 
 /// `[server]`.
@@ -181,6 +187,8 @@ pub struct RouteSection {
     pub claims: Option<BTreeMap<String, toml::Value>>,
     /// Forward the client's `Authorization` header upstream.
     pub forward_authorization: Option<bool>,
+    /// HTTP caching of successful GET answers.
+    pub cache: Option<Spanned<CacheSection>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -207,6 +215,8 @@ pub struct MethodSection {
     pub claims: Option<BTreeMap<String, toml::Value>>,
     /// Forward the client's `Authorization` header upstream.
     pub forward_authorization: Option<bool>,
+    /// HTTP caching of successful GET answers.
+    pub cache: Option<Spanned<CacheSection>>,
 }
 
 /// An HTTP rule in google.api.HttpRule's own shape.
