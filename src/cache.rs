@@ -46,6 +46,12 @@ pub struct CachePolicy {
     pub stale_if_error: Duration,
     /// Whether anonymous answers are publicly cacheable (for the gateway cache).
     pub public: bool,
+    /// Whether the gateway keeps answers in its own cache.
+    pub gateway: bool,
+    /// Request headers the answer varies on (part of the gateway cache key).
+    pub vary_names: Vec<HeaderName>,
+    /// Whether authenticated answers may be shared (explicit opt-in).
+    pub shared_when_authenticated: bool,
 }
 
 /// `shelf-{shelf} book-{shelf}-{book}` with each `{var}` resolved to a
@@ -78,6 +84,9 @@ impl CachePolicy {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             public: false,
+            gateway: false,
+            vary_names: Vec::new(),
+            shared_when_authenticated: false,
         }
     }
 
@@ -136,6 +145,12 @@ impl CachePolicy {
         } else {
             anonymous.clone()
         };
+        if section.gateway && !section.public {
+            errors.push(
+                ConfigError::at(span.clone(), "cache: gateway = true needs public = true")
+                    .hint("the gateway cache only shares answers that are publicly cacheable"),
+            );
+        }
         if section.public && authenticates && section.allow_public_with_auth {
             warnings.push(format!(
                 "{template}: authenticated answers are publicly cacheable (allow_public_with_auth = true); a CDN may serve one caller's answer to another"
@@ -145,7 +160,7 @@ impl CachePolicy {
         for name in &section.vary {
             let lower = name.get_ref().to_ascii_lowercase();
             match HeaderName::from_bytes(lower.as_bytes()) {
-                Ok(h) => vary_names.push(h.to_string()),
+                Ok(h) => vary_names.push(h),
                 Err(_) => errors.push(ConfigError::at(
                     name.span(),
                     format!("'{}' is not a header name", name.get_ref()),
@@ -175,7 +190,15 @@ impl CachePolicy {
         CachePolicy {
             anonymous: value(&anonymous),
             authenticated: value(&authenticated),
-            vary: (!vary_names.is_empty()).then(|| value(&vary_names.join(", "))),
+            vary: (!vary_names.is_empty()).then(|| {
+                value(
+                    &vary_names
+                        .iter()
+                        .map(HeaderName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            }),
             surrogate,
             not_found: not_found.as_deref().map(value),
             storable: !section.no_store,
@@ -187,7 +210,32 @@ impl CachePolicy {
             stale_while_revalidate: section.stale_while_revalidate.unwrap_or_default(),
             stale_if_error: section.stale_if_error.unwrap_or_default(),
             public: section.public && !section.no_store,
+            gateway: section.gateway,
+            vary_names,
+            shared_when_authenticated: section.allow_public_with_auth,
         }
+    }
+
+    /// Whether this request may be answered from (and stored in) the gateway cache.
+    pub fn gateway_cacheable(&self, method: &Method, authenticated: bool) -> bool {
+        self.gateway
+            && self.public
+            && !self.fresh_for.is_zero()
+            && (*method == Method::GET || *method == Method::HEAD)
+            && (!authenticated || self.shared_when_authenticated)
+    }
+
+    /// The surrogate keys of an answer, for purging.
+    pub fn surrogate_keys(&self, captures: &[(usize, String)]) -> Vec<String> {
+        self.surrogate
+            .as_ref()
+            .map(|t| {
+                t.render(captures)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Sets the cache headers of a successful GET/HEAD answer and decides

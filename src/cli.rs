@@ -245,6 +245,23 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         print_demo_help(listen);
     }
     spawn_reloader(gateway.clone(), path.to_path_buf());
+    if let Some(admin) = &settings.admin {
+        match TcpListener::bind(admin.listen).await {
+            Ok(listener) => {
+                tracing::info!(listen = %admin.listen, "admin listener up");
+                let router = crate::admin::router(gateway.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "admin listener stopped");
+                    }
+                });
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {} (admin): {e}", admin.listen);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let router = edge::router(gateway);
     match server::serve(listener, router, settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

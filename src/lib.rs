@@ -22,6 +22,7 @@
 //! protos, and [`snapshot`] compiles both into the immutable [`snapshot::Snapshot`]
 //! the request path reads.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod error;
 pub mod headers;
 pub mod metadata;
 pub mod pipeline;
+pub mod response_cache;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -14,9 +14,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use http_body_util::{BodyExt, Limited};
 
+use crate::auth::Identity;
 use crate::error::{ClientError, GatewayError};
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::metadata;
+use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
+use crate::route::Route;
 use crate::route::path::normalize;
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, request::HttpInput};
@@ -83,7 +86,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
 }
 
 async fn serve(
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     request: Request,
     request_id: &HeaderValue,
 ) -> Result<Response, GatewayError> {
@@ -94,17 +97,107 @@ async fn serve(
     let route = found.route;
     let identity = route.auth.check(&parts).await?;
     let deadline = Deadline::start(route.timeout, client_timeout(&parts.headers)?);
-    let body = read_body(
-        body,
-        &parts.headers,
-        snapshot.settings.limits.max_body_bytes,
-        deadline,
+    let limit = snapshot.settings.limits.max_body_bytes;
+    let body = read_body(body, &parts.headers, limit, deadline).await?;
+    let authenticated = identity.is_authenticated();
+
+    let cache = snapshot
+        .response_cache
+        .as_ref()
+        .filter(|_| route.cache.gateway_cacheable(&parts.method, authenticated));
+    let (answer, cache_status, age) = match cache {
+        None => (
+            fetch(
+                snapshot,
+                route,
+                &found.captures,
+                &parts,
+                body,
+                &identity,
+                request_id,
+                deadline,
+            )
+            .await?,
+            None,
+            None,
+        ),
+        Some(cache) => {
+            let key = response_cache::key(
+                path.as_str(),
+                parts.uri.query(),
+                &route.cache.vary_names,
+                &parts.headers,
+            );
+            let freshness = response_cache::Freshness {
+                fresh_for: route.cache.fresh_for,
+                stale_while_revalidate: route.cache.stale_while_revalidate,
+                stale_if_error: route.cache.stale_if_error,
+            };
+            let keys = route.cache.surrogate_keys(&found.captures);
+            let refresh = {
+                let (snapshot, cache, key, keys) =
+                    (snapshot.clone(), cache.clone(), key.clone(), keys.clone());
+                let (method, uri, headers) = (
+                    parts.method.clone(),
+                    parts.uri.clone(),
+                    parts.headers.clone(),
+                );
+                let (request_id, peer) = (
+                    request_id.clone(),
+                    parts.extensions.get::<metadata::ClientAddr>().copied(),
+                );
+                move || async move {
+                    let answer = refetch(&snapshot, method, uri, headers, peer, &request_id).await;
+                    if let Err(error) = &answer {
+                        tracing::warn!(%error, "background revalidation failed; keeping the stale answer");
+                    }
+                    cache.finish_refresh(&key, answer.ok(), freshness, keys);
+                }
+            };
+            let fetch = || {
+                fetch(
+                    snapshot,
+                    route,
+                    &found.captures,
+                    &parts,
+                    body,
+                    &identity,
+                    request_id,
+                    deadline,
+                )
+            };
+            let (entry, status) = cache.serve(key, freshness, keys, fetch, refresh).await?;
+            let age = (status != CacheStatus::Miss).then(|| entry.age());
+            (entry.answer.clone(), Some(status), age)
+        }
+    };
+    respond(
+        route,
+        &parts,
+        &found.captures,
+        authenticated,
+        answer,
+        cache_status,
+        age,
     )
-    .await?;
+}
+
+/// Calls the upstream for a matched request and transcodes the answer.
+#[allow(clippy::too_many_arguments)]
+async fn fetch(
+    snapshot: &Snapshot,
+    route: &Route,
+    captures: &[(usize, String)],
+    parts: &Parts,
+    body: Bytes,
+    identity: &Identity,
+    request_id: &HeaderValue,
+    deadline: Deadline,
+) -> Result<Answer, GatewayError> {
     let framed = transcode::request(
         route,
         HttpInput {
-            captures: &found.captures,
+            captures,
             query: parts.uri.query(),
             content_type: parts.headers.get(header::CONTENT_TYPE),
             body,
@@ -116,10 +209,10 @@ async fn serve(
         path: route.grpc_path.clone(),
         framed,
         metadata: metadata::upstream(
-            &parts,
+            parts,
             &snapshot.settings,
             request_id,
-            &identity,
+            identity,
             route.auth.forward_authorization,
         ),
     };
@@ -145,22 +238,91 @@ async fn serve(
         },
     })?;
     let upstream_time = called.elapsed();
-    let answer = transcode::response(route, reply.message)?;
-
-    let mut response = Response::new(Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, answer.content_type);
+    let reply_body = transcode::response(route, reply.message)?;
+    let mut headers = HeaderMap::new();
     metadata::downstream(
         &[&reply.headers, &reply.trailers],
         &snapshot.settings.forward_response,
-        headers,
+        &mut headers,
     );
-    headers.insert(SERVER_TIMING, server_timing("upstream", upstream_time));
+    Ok(Answer {
+        body: reply_body.body,
+        content_type: reply_body.content_type,
+        headers,
+        upstream_time,
+    })
+}
+
+/// A background revalidation: the same anonymous GET, with a fresh deadline.
+async fn refetch(
+    snapshot: &Snapshot,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    peer: Option<metadata::ClientAddr>,
+    request_id: &HeaderValue,
+) -> Result<Answer, GatewayError> {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.headers = headers;
+    if let Some(peer) = peer {
+        parts.extensions.insert(peer);
+    }
+    let path = normalize(parts.uri.path()).map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+    let found = snapshot.routes.find(&parts.method, &path)?;
+    let deadline = Deadline::start(found.route.timeout, None);
+    let identity = Identity::anonymous();
+    fetch(
+        snapshot,
+        found.route,
+        &found.captures,
+        &parts,
+        Bytes::new(),
+        &identity,
+        request_id,
+        deadline,
+    )
+    .await
+}
+
+/// Builds the HTTP answer: cache headers, 304 on a matching If-None-Match,
+/// no body for HEAD.
+fn respond(
+    route: &Route,
+    parts: &Parts,
+    captures: &[(usize, String)],
+    authenticated: bool,
+    answer: Answer,
+    cache_status: Option<CacheStatus>,
+    age: Option<u64>,
+) -> Result<Response, GatewayError> {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    *headers = answer.headers;
+    headers.insert(header::CONTENT_TYPE, answer.content_type);
+    if !answer.upstream_time.is_zero() {
+        headers.insert(
+            SERVER_TIMING,
+            server_timing("upstream", answer.upstream_time),
+        );
+    }
+    if let Some(status) = cache_status {
+        let text = match status {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        };
+        headers.insert(X_CACHE, HeaderValue::from_static(text));
+    }
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
     let not_modified = route.cache.apply(
         &parts.method,
         &parts.headers,
-        identity.is_authenticated(),
-        &found.captures,
+        authenticated,
+        captures,
         &answer.body,
         headers,
     );

@@ -14,11 +14,12 @@ use http::uri::{Authority, PathAndQuery};
 use prost_reflect::{DescriptorPool, SerializeOptions};
 
 use crate::cache::CachePolicy;
-use crate::config::edge::{CompressionSection, CorsSection};
+use crate::config::edge::{AdminSection, CompressionSection, CorsSection};
 use crate::config::file::{JsonOptions, LimitsSection, ServerSection};
 use crate::config::{ConfigError, Loaded};
 use crate::descriptors::{self, DescriptorError, DescriptorSource};
 use crate::headers::is_forwardable;
+use crate::response_cache::ResponseCache;
 use crate::route::compile::{HttpRule, bindings};
 use crate::route::matcher::MatcherBuilder;
 use crate::route::{JsonMapping, Route, RouteSummary, RouteTable};
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub pool: DescriptorPool,
     /// Request-path settings.
     pub settings: Settings,
+    /// The gateway's response cache, if any route uses it.
+    pub response_cache: Option<Arc<ResponseCache>>,
 }
 
 /// Settings of the listener and of every request.
@@ -52,6 +55,8 @@ pub struct Settings {
     pub cors: Option<CorsSection>,
     /// `[compression]`.
     pub compression: CompressionSection,
+    /// `[admin]`.
+    pub admin: Option<AdminSection>,
 }
 
 /// A compiled configuration whose upstreams are not dialled yet.
@@ -67,6 +72,8 @@ pub struct Compiled {
     pub settings: Settings,
     /// Things that are legal but probably not meant (e.g. a method with no HTTP rule).
     pub warnings: Vec<String>,
+    /// Byte budget of the response cache, if any route uses it.
+    pub response_cache_bytes: Option<u64>,
 }
 
 // === impl Compiled ===
@@ -90,6 +97,9 @@ impl Compiled {
             upstreams,
             pool: self.pool,
             settings: self.settings,
+            response_cache: self
+                .response_cache_bytes
+                .map(|bytes| Arc::new(ResponseCache::new(bytes))),
         }
     }
 }
@@ -429,7 +439,18 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
         errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
         return Err(errors);
     }
+    let uses_gateway_cache = file.routes.iter().any(|r| {
+        let r = r.get_ref();
+        r.cache.as_ref().is_some_and(|c| c.get_ref().gateway)
+            || r.methods.values().any(|m| {
+                m.get_ref()
+                    .cache
+                    .as_ref()
+                    .is_some_and(|c| c.get_ref().gateway)
+            })
+    });
     Ok(Compiled {
+        response_cache_bytes: uses_gateway_cache.then_some(file.response_cache.max_bytes),
         routes: RouteTable::new(builder.build(), summaries),
         upstreams,
         pool,
@@ -440,6 +461,7 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
             forward_response,
             cors: file.cors.clone(),
             compression: file.compression.clone(),
+            admin: file.admin.clone(),
         },
         warnings,
     })

@@ -41,6 +41,9 @@ pub struct CacheSection {
     pub vary: Vec<Spanned<String>>,
     /// `Surrogate-Key` / `Cache-Tag` template over path variables, e.g. `"shelf-{shelf} book-{shelf}-{book}"`.
     pub surrogate_keys: Option<Spanned<String>>,
+    /// Also keep answers in the gateway's own cache (anonymous callers, public policy).
+    #[serde(default)]
+    pub gateway: bool,
     /// Cache 404 answers this long (a short negative cache); default no-store.
     #[serde(default, deserialize_with = "optional_duration")]
     pub not_found_max_age: Option<Duration>,
@@ -91,4 +94,28 @@ impl Default for CompressionSection {
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
+}
+
+/// `[response_cache]`: the gateway's own cache, used by routes with `gateway = true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseCacheSection {
+    /// Most bytes of answers kept (bodies, headers and keys).
+    pub max_bytes: u64,
+}
+
+impl Default for ResponseCacheSection {
+    fn default() -> Self {
+        ResponseCacheSection {
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[admin]`: health and cache purging, on a separate (private) listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin listener; keep it off the public network.
+    pub listen: std::net::SocketAddr,
 }

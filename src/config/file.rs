@@ -11,7 +11,9 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::auth::{AuthSection, AuthSetting, RouteAuth};
-use super::edge::{CacheSection, CompressionSection, CorsSection};
+use super::edge::{
+    AdminSection, CacheSection, CompressionSection, CorsSection, ResponseCacheSection,
+};
 
 /// The whole routes.toml.
 #[derive(Debug, Deserialize)]
@@ -45,6 +47,11 @@ pub struct RoutesFile {
     /// Response compression.
     #[serde(default)]
     pub compression: CompressionSection,
+    /// The gateway's own response cache.
+    #[serde(default)]
+    pub response_cache: ResponseCacheSection,
+    /// The admin listener (health, cache purge).
+    pub admin: Option<AdminSection>,
 }
 
 /// `[server]`.

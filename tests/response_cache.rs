@@ -1,0 +1,213 @@
+//! The gateway's own response cache: coalescing, stale-while-revalidate,
+//! stale-if-error, and never sharing authenticated answers.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// EchoQuery (GET /v1/echo) with the gateway cache on.
+fn cached_toml(scripted: &Scripted, cache: &str) -> String {
+    everything_toml(
+        scripted.addr,
+        &format!("cache = {{ public = true, gateway = true, {cache} }}\n"),
+    )
+}
+
+async fn get(gateway: &TestGateway, query: &str) -> reqwest::Response {
+    client()
+        .get(format!("{}/v1/echo?{query}", gateway.base))
+        .send()
+        .await
+        .expect("send")
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_misses_make_one_upstream_call() {
+    let scripted = spawn_scripted(
+        pool(),
+        Reply::Delay(Duration::from_millis(300), Box::new(Reply::Echo)),
+    )
+    .await;
+    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"30s\"")).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let requests = (0..200).map(|_| {
+        let client = client.clone();
+        let url = format!("{}/v1/echo?stringValue=same", gateway.base);
+        tokio::spawn(async move { client.get(url).send().await.expect("send") })
+    });
+    let mut statuses = Vec::new();
+    for request in requests {
+        let response = request.await.expect("task");
+        statuses.push((
+            response.status().as_u16(),
+            response.headers().get("x-cache").cloned(),
+        ));
+        assert_eq!(
+            response.text().await.expect("body"),
+            r#"{"stringValue":"same"}"#
+        );
+    }
+    assert!(statuses.iter().all(|(s, _)| *s == 200));
+    assert_eq!(
+        scripted.call_count(),
+        1,
+        "coalesced into exactly one upstream call"
+    );
+    let misses = statuses
+        .iter()
+        .filter(|(_, c)| c.as_ref().is_some_and(|v| v == "miss"))
+        .count();
+    assert_eq!(
+        misses, 1,
+        "exactly one caller fetched; the others shared its answer"
+    );
+}
+
+#[tokio::test]
+async fn different_queries_are_different_entries_and_query_order_does_not_matter() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"30s\"")).await;
+    assert_eq!(
+        get(&gateway, "stringValue=a&int32Value=1").await.headers()["x-cache"],
+        "miss"
+    );
+    assert_eq!(
+        get(&gateway, "int32Value=1&stringValue=a").await.headers()["x-cache"],
+        "hit"
+    );
+    assert_eq!(
+        get(&gateway, "stringValue=b").await.headers()["x-cache"],
+        "miss"
+    );
+    assert_eq!(scripted.call_count(), 2);
+}
+
+#[tokio::test]
+async fn stale_answer_is_served_while_one_background_refresh_runs() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let toml = cached_toml(
+        &scripted,
+        "max_age = \"1s\", stale_while_revalidate = \"30s\"",
+    );
+    let gateway = spawn_gateway(&toml).await;
+    assert_eq!(
+        get(&gateway, "stringValue=x").await.headers()["x-cache"],
+        "miss"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    scripted.set_reply(Reply::Delay(Duration::from_secs(2), Box::new(Reply::Echo)));
+    let started = tokio::time::Instant::now();
+    for i in 0..5 {
+        let response = get(&gateway, "stringValue=x").await;
+        assert_eq!(
+            response.headers()["x-cache"],
+            "stale",
+            "request {i} after {:?}",
+            started.elapsed()
+        );
+        assert!(response.headers().contains_key("age"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stale answers do not wait for the refresh"
+    );
+    tokio::time::sleep(
+        Duration::from_secs(2) + Duration::from_millis(700)
+            - started.elapsed().min(Duration::from_secs(2)),
+    )
+    .await;
+    assert_eq!(
+        scripted.call_count(),
+        2,
+        "one background refresh for five stale answers"
+    );
+    assert_eq!(
+        get(&gateway, "stringValue=x").await.headers()["x-cache"],
+        "hit"
+    );
+}
+
+#[tokio::test]
+async fn stale_answer_is_served_when_the_upstream_fails() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let toml = cached_toml(&scripted, "max_age = \"1s\", stale_if_error = \"30s\"");
+    let gateway = spawn_gateway(&toml).await;
+    assert_eq!(get(&gateway, "stringValue=y").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    scripted.set_reply(Reply::Status {
+        code: 14,
+        message: "down".into(),
+        details: None,
+    });
+    let response = get(&gateway, "stringValue=y").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-cache"], "stale");
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"stringValue":"y"}"#
+    );
+    // A business error is not a failure to hide: INVALID_ARGUMENT passes through.
+    scripted.set_reply(Reply::Status {
+        code: 3,
+        message: "bad".into(),
+        details: None,
+    });
+    assert_eq!(get(&gateway, "stringValue=y").await.status(), 400);
+}
+
+#[tokio::test]
+async fn authenticated_answers_are_never_served_from_the_gateway_cache() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let secret = "a-test-secret-that-is-long-enough-for-hs256!";
+    let secret_dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = secret_dir.path().join("secret");
+    std::fs::write(&secret_file, secret).expect("write secret");
+    let toml = everything_toml(scripted.addr, "")
+        .replace("auth = \"none\"", "auth = [\"t\", \"none\"]")
+        .replace(
+            "auth = [\"t\", \"none\"]",
+            "auth = \"t\"\ncache = { public = true, gateway = true, max_age = \"30s\" }",
+        )
+        + "\n[auth.providers.t]\nissuer = \"i\"\nalgorithms = [\"HS256\"]\nsecret_file = \""
+        + secret_file.to_str().expect("utf-8")
+        + "\"\n";
+    let gateway = spawn_gateway(&toml).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let token = |sub: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "i", "sub": sub, "exp": now + 300}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("token")
+    };
+    for user in ["alice", "bob", "alice"] {
+        let response = client()
+            .get(format!("{}/v1/echo?stringValue=mine", gateway.base))
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+        assert!(!response.headers().contains_key("x-cache"));
+        assert!(
+            response.headers()["cache-control"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("private")
+        );
+    }
+    assert_eq!(
+        scripted.call_count(),
+        3,
+        "every authenticated call reaches the upstream"
+    );
+}
