@@ -26,17 +26,23 @@ done
 cargo build --release --locked --bin protogate >&2
 BIN=target/release/protogate
 WORK="$(mktemp -d)"
-trap 'kill $GW_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $GW_PID $CACHED_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|http://127.0.0.1:50051|http://127.0.0.1:$UP_PORT|" \
-    -e "s|^include = .*|include = [\"$PWD/proto\"]|" routes.toml > "$WORK/routes.toml"
-# Access logs off for the measurement: this measures the request path.
-sed -i "s|^\[server\]|[server]\naccess_log = false|" "$WORK/routes.toml"
+    -e "s|^include = .*|include = [\"$PWD/proto\"]|" \
+    -e "s|^secret_file = \"|secret_file = \"$PWD/|" routes.toml > "$WORK/routes.toml"
+# Access logs off for the measurement: this measures the request path. The
+# admin listener is not needed. The gateway cache is off for the main run
+# (GET must reach the upstream) and on for the cache-hit run.
+sed -i -e "s|^\[server\]|[server]\naccess_log = false|" -e '/^\[admin\]/,/^listen/d' "$WORK/routes.toml"
+sed -e "s|^listen = \"127.0.0.1:$GW_PORT\"|listen = \"127.0.0.1:$((GW_PORT + 1))\"|" "$WORK/routes.toml" > "$WORK/cached.toml"
+sed -i 's/, gateway = true//' "$WORK/routes.toml"
 
 RUST_LOG=warn "$BIN" demo --upstream-only --config "$WORK/routes.toml" & UP_PID=$!
 sleep 0.5
 RUST_LOG=warn "$BIN" serve --config "$WORK/routes.toml" & GW_PID=$!
+RUST_LOG=warn "$BIN" serve --config "$WORK/cached.toml" & CACHED_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2" >/dev/null && break; sleep 0.1; done
 
 printf '\x00\x00\x00\x00\x04\x08\x01\x10\x02' > "$WORK/getbook.grpc"
@@ -52,12 +58,12 @@ TCK=$(getconf CLK_TCK)
 # Warm-up (discarded).
 wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2" >/dev/null
 
-run_wrk() { # name url [script]
-  local name=$1 url=$2 script=${3:-}
+run_wrk() { # name url [script] [pid]
+  local name=$1 url=$2 script=${3:-} pid=${4:-$GW_PID}
   local before after out
-  before=$(cpu_ticks "$GW_PID")
+  before=$(cpu_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")
-  after=$(cpu_ticks "$GW_PID")
+  after=$(cpu_ticks "$pid")
   local rps p50 p99 reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -81,4 +87,9 @@ run_h2load() { # name
 echo "protogate load test: ${DURATION}s each, ${CONNS} connections, ${THREADS} threads"
 run_h2load "direct gRPC GetBook"
 run_wrk "gateway GET GetBook" "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2"
+# POST needs a token: the demo protects writes.
+TOKEN=$("$BIN" token --config "$WORK/routes.toml" --scope bookstore.write --ttl 1h)
+sed -i "s|^wrk.headers\[\"Content-Type\"\].*|&\nwrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"|" "$WORK/post.lua"
 run_wrk "gateway POST CreateBook" "http://127.0.0.1:$GW_PORT/v1/shelves/1/books" "$WORK/post.lua"
+curl -sf "http://127.0.0.1:$((GW_PORT + 1))/v1/shelves/1/books/2" >/dev/null
+run_wrk "gateway GET cache hit" "http://127.0.0.1:$((GW_PORT + 1))/v1/shelves/1/books/2" "" "$CACHED_PID"

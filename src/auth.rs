@@ -114,7 +114,7 @@ impl AuthPolicy {
         }
         // Every credential the request carries, for every way this route
         // accepts. More than one is ambiguous and refused, never guessed.
-        let mut presented: Vec<(&Way, String)> = Vec::new();
+        let mut presented: Vec<(&Source, String)> = Vec::new();
         let mut seen_sources: Vec<&Source> = Vec::new();
         for way in &self.ways {
             let source = match way {
@@ -126,10 +126,10 @@ impl AuthPolicy {
             }
             seen_sources.push(source);
             for credential in source.extract(parts)? {
-                presented.push((way, credential));
+                presented.push((source, credential));
             }
         }
-        let (way, credential) = match presented.len() {
+        let (source, credential) = match presented.len() {
             0 => return Err(AuthError::Missing),
             1 => presented.remove(0),
             _ => {
@@ -138,15 +138,38 @@ impl AuthPolicy {
                 ));
             }
         };
-        let (identity, claims) = match way {
-            Way::Jwt(provider, _) => provider.verify(&credential).await?,
-            Way::ApiKey(keys, _) => (keys.verify(&credential)?, Map::new()),
-            Way::Public => return Ok(Identity::anonymous()),
-        };
-        // A credential arriving through a source shared by several ways is
-        // tried only against the way it was collected for; see extract().
-        self.authorize(&claims)?;
-        Ok(identity)
+        // The one credential is tried against every way reading its source
+        // (e.g. two issuers' tokens, both in `Authorization`), in order; the
+        // first that verifies it decides. If none does, a provider whose
+        // keys are not loaded yet answers for all (503: retry), else the
+        // first way's reason is given.
+        let mut refused: Option<AuthError> = None;
+        for way in &self.ways {
+            let verified = match way {
+                Way::Jwt(provider, s) if s == source => provider.verify(&credential).await,
+                Way::ApiKey(keys, s) if s == source => keys
+                    .verify(&credential)
+                    .map(|identity| (identity, Map::new())),
+                _ => continue,
+            };
+            match verified {
+                Ok((identity, claims)) => {
+                    self.authorize(&claims)?;
+                    return Ok(identity);
+                }
+                Err(error) => {
+                    let replaces = match &refused {
+                        None => true,
+                        Some(AuthError::KeysUnavailable(_)) => false,
+                        Some(_) => matches!(error, AuthError::KeysUnavailable(_)),
+                    };
+                    if replaces {
+                        refused = Some(error);
+                    }
+                }
+            }
+        }
+        Err(refused.unwrap_or(AuthError::Missing))
     }
 
     fn authorize(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {

@@ -22,6 +22,10 @@ use prost_reflect::MessageDescriptor;
 pub const SURROGATE_KEY: HeaderName = HeaderName::from_static("surrogate-key");
 /// Cloudflare/Akamai spelling of the purge tags.
 pub const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+/// Internal, never sent: on a 304, the length and content type of the 200
+/// it stands for, so the edge can give it that 200's `ETag` and `Vary`
+/// (which depend on the content coding the 200 would have had).
+pub const REPRESENTATION: HeaderName = HeaderName::from_static("x-protogate-representation");
 
 /// A route's compiled cache rule.
 #[derive(Debug, Clone)]
@@ -279,6 +283,15 @@ impl CachePolicy {
             .iter()
             .any(|v| if_none_match(v, &tag));
         response.insert(ETAG, tag);
+        if matched {
+            let content_type = response
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if let Ok(value) = HeaderValue::from_str(&format!("{} {content_type}", body.len())) {
+                response.insert(REPRESENTATION, value);
+            }
+        }
         matched
     }
 
@@ -326,6 +339,17 @@ fn if_none_match(header: &HeaderValue, tag: &HeaderValue) -> bool {
                 .strip_prefix(ours)
                 .is_some_and(|rest| matches!(rest, "-gzip" | "-br" | "-zstd" | "-deflate"))
     })
+}
+
+/// Takes the [`REPRESENTATION`] note off a 304: the length and content
+/// type of the 200 it stands for.
+pub fn take_representation(response: &mut HeaderMap) -> Option<(u64, Option<HeaderValue>)> {
+    let note = response.remove(REPRESENTATION)?;
+    let (length, content_type) = note.to_str().ok()?.split_once(' ')?;
+    let content_type = (!content_type.is_empty())
+        .then(|| HeaderValue::from_str(content_type).ok())
+        .flatten();
+    Some((length.parse().ok()?, content_type))
 }
 
 /// Marks the answer uncacheable (errors, non-GET).

@@ -1,19 +1,28 @@
 //! The edge layers every request passes before the pipeline, outermost
 //! first: CORS (preflights are answered here, never forwarded), JSON bodies
-//! for errors raised by the layers below, response compression per
+//! for errors raised by the layers below, the coding-dependent `ETag` and
+//! `Vary` for bodiless answers (HEAD, 304), response compression per
 //! Accept-Encoding, request decompression (so the body limit counts
 //! decompressed bytes), then the pipeline, which owns routing.
 //!
 //! These layers are built from the configuration at start-up; a reload
 //! changes routes, not them (restart to change `[cors]` or `[compression]`).
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
 use axum::response::Response;
-use http::header::{CONTENT_ENCODING, ETAG};
-use http::{HeaderName, HeaderValue, Method};
+use bytes::Bytes;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use tower::{Layer as _, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -31,7 +40,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
         .layer(RequestDecompressionLayer::new());
     if settings.compression.enabled {
-        router = router.layer(compression(&settings.compression));
+        let layer = compression(&settings.compression);
+        router = router
+            .layer(layer.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                layer,
+                bodyless_representation,
+            ));
     }
     router = router.layer(axum::middleware::map_response(finish));
     if let Some(cors) = &settings.cors {
@@ -63,8 +78,116 @@ async fn strip_cors_for_other_origins(mut response: Response) -> Response {
 /// Last touches on every answer leaving the gateway.
 async fn finish(response: Response) -> Response {
     let mut response = crate::error::edge_layer_error(response);
+    response.headers_mut().remove(crate::cache::REPRESENTATION);
     tag_content_coding(&mut response);
     response
+}
+
+/// A HEAD answer or a 304 has no body for the compression layer to judge,
+/// yet must carry the `ETag` and `Vary` of the 200 GET it stands for (RFC
+/// 9110 §9.3.2, §15.4.5), which depend on the coding that 200 would get.
+/// Asks the same compression layer about a body of the 200's length and
+/// type, and applies its answer: `Vary: accept-encoding`, the coding's
+/// `ETag` suffix and, for HEAD, `Content-Encoding` (without a length).
+async fn bodyless_representation<P>(
+    State(compression): State<CompressionLayer<P>>,
+    request: Request,
+    next: Next,
+) -> Response
+where
+    P: Predicate + Send + Sync + 'static,
+{
+    let head = request.method() == Method::HEAD;
+    let accept: Vec<HeaderValue> = request
+        .headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .cloned()
+        .collect();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let headers = response.headers_mut();
+    let (length, content_type) = match status {
+        StatusCode::NOT_MODIFIED => match crate::cache::take_representation(headers) {
+            Some(representation) => representation,
+            None => return response,
+        },
+        StatusCode::OK if head && !headers.contains_key(CONTENT_ENCODING) => {
+            let Some(length) = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+            else {
+                return response;
+            };
+            (length, headers.get(CONTENT_TYPE).cloned())
+        }
+        _ => return response,
+    };
+    let would_be = |_: http::Request<()>| {
+        let mut answer = http::Response::new(Announced(length));
+        answer.headers_mut().insert(CONTENT_LENGTH, length.into());
+        if let Some(content_type) = &content_type {
+            answer
+                .headers_mut()
+                .insert(CONTENT_TYPE, content_type.clone());
+        }
+        std::future::ready(Ok::<_, Infallible>(answer))
+    };
+    let mut probe = http::Request::new(());
+    for value in accept {
+        probe.headers_mut().append(ACCEPT_ENCODING, value);
+    }
+    let Ok(probed) = compression
+        .layer(tower::service_fn(would_be))
+        .oneshot(probe)
+        .await;
+    if probed.status() != StatusCode::OK {
+        return response;
+    }
+    let headers = response.headers_mut();
+    if varies_on_accept_encoding(probed.headers()) && !varies_on_accept_encoding(headers) {
+        headers.append(VARY, HeaderValue::from(ACCEPT_ENCODING));
+    }
+    if let Some(coding) = probed.headers().get(CONTENT_ENCODING) {
+        if head {
+            // `finish` gives the ETag the coding's suffix, as for GET.
+            headers.insert(CONTENT_ENCODING, coding.clone());
+            headers.remove(CONTENT_LENGTH);
+        } else if let Ok(coding) = coding.to_str() {
+            suffix_etag(headers, coding);
+        }
+    }
+    response
+}
+
+fn varies_on_accept_encoding(headers: &HeaderMap) -> bool {
+    headers.get_all(VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
+        })
+    })
+}
+
+/// A body that announces `len` bytes and holds none: what the compression
+/// predicates judge a HEAD or 304 answer's 200 by.
+struct Announced(u64);
+
+impl http_body::Body for Announced {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(None)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0)
+    }
 }
 
 /// A strong ETag names one representation: once compressed, the bytes
@@ -72,10 +195,17 @@ async fn finish(response: Response) -> Response {
 /// If-None-Match still matches against the identity tag.
 fn tag_content_coding(response: &mut Response) {
     let headers = response.headers_mut();
-    let (Some(coding), Some(tag)) = (headers.get(CONTENT_ENCODING), headers.get(ETAG)) else {
+    let Some(coding) = headers.get(CONTENT_ENCODING).cloned() else {
         return;
     };
-    let (Ok(coding), Ok(tag)) = (coding.to_str(), tag.to_str()) else {
+    if let Ok(coding) = coding.to_str() {
+        suffix_etag(headers, coding);
+    }
+}
+
+/// `"abc"` → `"abc-gzip"`; weak tags are left alone.
+fn suffix_etag(headers: &mut HeaderMap, coding: &str) {
+    let Some(tag) = headers.get(ETAG).and_then(|t| t.to_str().ok()) else {
         return;
     };
     if tag.starts_with("W/") || !tag.ends_with('"') {

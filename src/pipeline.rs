@@ -63,7 +63,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
-                tracing::warn!(request_id = ?request_id, %method, %uri, %error, "request failed");
+                tracing::warn!(request_id = ?request_id, %method, path = uri.path(), %error, "request failed");
             }
             error.into_response()
         }

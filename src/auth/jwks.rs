@@ -5,8 +5,9 @@
 //! rotation works without a restart and a flood of random `kid`s cannot
 //! hammer the issuer. The last good key set is kept while the issuer is down.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -15,6 +16,13 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::jwt::KeySet;
+
+/// The last good key set of every JWKS URL fetched in this process. A new
+/// snapshot (a reload) starts from it rather than from nothing, so a reload
+/// neither answers 503 until its first fetch lands nor loses the keys while
+/// the issuer is down.
+static LAST_GOOD: LazyLock<std::sync::Mutex<HashMap<String, Arc<KeySet>>>> =
+    LazyLock::new(Default::default);
 
 /// Settings of one JWKS source.
 #[derive(Debug, Clone)]
@@ -58,10 +66,14 @@ impl Jwks {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
+        let last_good = LAST_GOOD
+            .lock()
+            .ok()
+            .and_then(|seen| seen.get(&config.url).cloned());
         let jwks = Arc::new(Jwks {
             config,
             client,
-            keys: ArcSwapOption::empty(),
+            keys: ArcSwapOption::new(last_good),
             flight: Mutex::new(None),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -79,8 +91,11 @@ impl Jwks {
                     match result {
                         Ok(max_age) => {
                             failures = 0;
+                            // max-age only brings the refresh forward, never
+                            // below the cool-down (unless the refresh itself
+                            // is shorter; `clamp` would panic then).
                             max_age.map_or(jwks.config.refresh, |age| {
-                                age.clamp(jwks.config.cooldown, jwks.config.refresh)
+                                age.max(jwks.config.cooldown).min(jwks.config.refresh)
                             })
                         }
                         Err(reason) => {
@@ -176,7 +191,11 @@ impl Jwks {
             return Err("the JWKS holds no usable key".into());
         }
         tracing::info!(provider = %self.config.provider, keys = keys.len(), "JWKS loaded");
-        self.keys.store(Some(Arc::new(keys)));
+        let keys = Arc::new(keys);
+        if let Ok(mut seen) = LAST_GOOD.lock() {
+            seen.insert(self.config.url.clone(), keys.clone());
+        }
+        self.keys.store(Some(keys));
         Ok(max_age)
     }
 }

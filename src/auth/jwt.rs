@@ -38,7 +38,10 @@ pub enum Keys {
 pub struct JwtProvider {
     /// Name from routes.toml.
     pub name: String,
-    validation: Validation,
+    /// The provider's validation once per accepted algorithm, listing only that one:
+    /// jsonwebtoken refuses a key whose family differs from *any* listed
+    /// algorithm, so one shared list of RS256 and ES256 would verify nothing.
+    by_alg: Vec<(Algorithm, Validation)>,
     keys: Keys,
     max_token_bytes: usize,
     claims_to_metadata: Vec<(String, HeaderName)>,
@@ -88,7 +91,12 @@ impl KeySet {
     /// Candidate keys for a token header: by `kid`, else every kid-less key.
     fn candidates(&self, kid: Option<&str>) -> Vec<&(DecodingKey, Option<Algorithm>)> {
         match kid {
-            Some(kid) => self.by_kid.get(kid).into_iter().collect(),
+            Some(kid) => match self.by_kid.get(kid) {
+                Some(key) => vec![key],
+                // A key configured without a kid (a PEM file, a secret) is
+                // the provider's key whatever kid the token names.
+                None => self.without_kid.iter().collect(),
+            },
             None if !self.without_kid.is_empty() => self.without_kid.iter().collect(),
             // A token without kid against a set where every key has one:
             // only unambiguous if there is exactly one key.
@@ -109,9 +117,18 @@ impl JwtProvider {
         max_token_bytes: usize,
         claims_to_metadata: Vec<(String, HeaderName)>,
     ) -> JwtProvider {
+        let by_alg = validation
+            .algorithms
+            .iter()
+            .map(|&alg| {
+                let mut only = validation.clone();
+                only.algorithms = vec![alg];
+                (alg, only)
+            })
+            .collect();
         JwtProvider {
             name,
-            validation,
+            by_alg,
             keys,
             max_token_bytes,
             claims_to_metadata,
@@ -149,12 +166,12 @@ impl JwtProvider {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token header: {e}")))?;
-        if !self.validation.algorithms.contains(&header.alg) {
+        let Some((_, validation)) = self.by_alg.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(AuthError::Invalid(format!(
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
-        }
+        };
         let keys = match &self.keys {
             Keys::Static(keys) => keys.clone(),
             Keys::Remote(jwks) => match jwks.current() {
@@ -186,7 +203,7 @@ impl JwtProvider {
             if key.family() != family || key_alg.is_some_and(|a| a != header.alg) {
                 continue;
             }
-            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => return Ok((self.identity(&data.claims), data.claims)),
                 Err(e) => last_error = AuthError::Invalid(describe(&e)),
             }

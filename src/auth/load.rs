@@ -24,6 +24,10 @@ use crate::headers::is_forwardable;
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_SECRET_BYTES: usize = 32;
 
+/// Longest clock-skew leeway accepted. jsonwebtoken computes `now - leeway`
+/// unchecked: a leeway of decades panics (debug) or expires every token.
+const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Every configured way in, by name.
 #[derive(Debug, Default)]
 pub struct Providers {
@@ -176,6 +180,36 @@ fn jwt_provider(
                 ConfigError::at(written.span(), format!("algorithm {alg:?} does not fit provider '{name}''s key source"))
                     .hint("HS* algorithms need secret_env/secret_file; the others need a public key (jwks_url, jwks_file, pem_file)"),
             );
+        }
+    }
+    if p.leeway > MAX_LEEWAY {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!(
+                    "provider '{name}': leeway is {:?}, over the limit of 1h",
+                    p.leeway
+                ),
+            )
+            .hint("leeway absorbs clock skew: seconds, a few minutes at most"),
+        );
+    }
+    if p.jwks_url.is_some() {
+        // A zero refresh refetches in a tight loop; a zero timeout never
+        // lets a fetch succeed.
+        for (key, value) in [
+            ("jwks_refresh", p.jwks_refresh),
+            ("jwks_timeout", p.jwks_timeout),
+        ] {
+            if value.is_zero() {
+                errors.push(
+                    ConfigError::at(
+                        span.clone(),
+                        format!("provider '{name}': {key} must be longer than 0"),
+                    )
+                    .hint("e.g. jwks_refresh = \"5m\", jwks_timeout = \"2s\""),
+                );
+            }
         }
     }
     let keys = if let Some(url) = &p.jwks_url {

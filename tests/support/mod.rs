@@ -535,3 +535,512 @@ type ScriptState = (
     Arc<Mutex<Reply>>,
     DescriptorPool,
 );
+
+// === authentication: keys, tokens, a JWKS server and reloads, all made at
+// === run time (nothing that can expire is checked in) ===
+
+/// Base64url without padding, as JOSE writes it.
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// PEM armour around DER bytes.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A signing key generated for one test, with everything a verifier needs.
+pub struct TestKey {
+    /// The algorithm tokens are signed with.
+    pub alg: jsonwebtoken::Algorithm,
+    /// The `kid` put in token headers and in the JWK.
+    pub kid: Option<String>,
+    /// The signing key.
+    pub encoding: jsonwebtoken::EncodingKey,
+    /// The public JWK (with `kid` and `alg`), for a JWKS.
+    pub jwk: serde_json::Value,
+    /// The public key as SPKI PEM; for HMAC, the secret itself.
+    pub verifier: String,
+}
+
+impl TestKey {
+    /// A random HS256 secret (64 hex characters).
+    pub fn hmac(alg: jsonwebtoken::Algorithm) -> TestKey {
+        let bytes: [u8; 32] = rand::random();
+        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        TestKey {
+            alg,
+            kid: None,
+            encoding: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            jwk: serde_json::json!({"kty": "oct", "k": b64url(secret.as_bytes())}),
+            verifier: secret,
+        }
+    }
+
+    /// A fresh RSA-2048 key for RS* or PS* tokens.
+    pub fn rsa(alg: jsonwebtoken::Algorithm, kid: &str) -> TestKey {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+        use aws_lc_rs::signature::KeyPair;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            .expect("RSA key generation");
+        let pkcs8: Pkcs8V1Der<'_> = pair.as_der().expect("PKCS#8");
+        let encoding =
+            jsonwebtoken::EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+                .expect("RSA PEM");
+        let public = pair.public_key();
+        let spki: PublicKeyX509Der<'_> = public.as_der().expect("SPKI");
+        let jwk = serde_json::json!({
+            "kty": "RSA",
+            "kid": kid,
+            "alg": format!("{alg:?}"),
+            "use": "sig",
+            "n": b64url(public.modulus().big_endian_without_leading_zero()),
+            "e": b64url(public.exponent().big_endian_without_leading_zero()),
+        });
+        TestKey {
+            alg,
+            kid: Some(kid.to_string()),
+            encoding,
+            jwk,
+            verifier: pem("PUBLIC KEY", spki.as_ref()),
+        }
+    }
+
+    /// A fresh P-256 key for ES256 tokens.
+    pub fn ec(kid: &str) -> TestKey {
+        use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("P-256 key generation");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+            .expect("P-256 PKCS#8");
+        let point = pair.public_key().as_ref();
+        assert_eq!(point.len(), 65, "uncompressed point");
+        let spki: PublicKeyX509Der<'_> = pair.public_key().as_der().expect("SPKI");
+        TestKey {
+            alg: jsonwebtoken::Algorithm::ES256,
+            kid: Some(kid.to_string()),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk: serde_json::json!({
+                "kty": "EC",
+                "kid": kid,
+                "alg": "ES256",
+                "crv": "P-256",
+                "x": b64url(&point[1..33]),
+                "y": b64url(&point[33..65]),
+            }),
+            verifier: pem("PUBLIC KEY", spki.as_ref()),
+        }
+    }
+
+    /// A fresh Ed25519 key for EdDSA tokens.
+    pub fn ed(kid: &str) -> TestKey {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key generation");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("Ed25519 PKCS#8");
+        let x = pair.public_key().as_ref();
+        // SPKI for Ed25519 is a fixed 12-byte prefix and the 32-byte key.
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(x);
+        TestKey {
+            alg: jsonwebtoken::Algorithm::EdDSA,
+            kid: Some(kid.to_string()),
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwk: serde_json::json!({
+                "kty": "OKP",
+                "kid": kid,
+                "alg": "EdDSA",
+                "crv": "Ed25519",
+                "x": b64url(x),
+            }),
+            verifier: pem("PUBLIC KEY", &spki),
+        }
+    }
+
+    /// A header for this key: its algorithm and `kid`.
+    pub fn header(&self) -> jsonwebtoken::Header {
+        let mut header = jsonwebtoken::Header::new(self.alg);
+        header.kid = self.kid.clone();
+        header
+    }
+
+    /// Signs `claims` with this key's own header.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.sign_with(&self.header(), claims)
+    }
+
+    /// Signs `claims` under any header (e.g. one naming another `kid`).
+    pub fn sign_with(&self, header: &jsonwebtoken::Header, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.encoding).expect("sign")
+    }
+}
+
+/// A JWKS document holding these keys' public JWKs.
+pub fn jwks_of(keys: &[&TestKey]) -> String {
+    serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+/// A compact JWS from the exact header and payload texts and signature bytes.
+pub fn raw_token(header: &str, payload: &str, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64url(header.as_bytes()),
+        b64url(payload.as_bytes()),
+        b64url(signature)
+    )
+}
+
+/// An HS256 token over the exact header and payload texts (which the
+/// `jsonwebtoken` encoder could not produce, e.g. duplicate keys).
+pub fn hs256_raw(secret: &[u8], header: &str, payload: &str) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        b64url(header.as_bytes()),
+        b64url(payload.as_bytes())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
+    format!("{signing_input}.{}", b64url(tag.as_ref()))
+}
+
+/// What the test JWKS server does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksMode {
+    /// Serve the current document at once.
+    Up,
+    /// Answer 503.
+    Down,
+    /// Wait this long, then serve the current document.
+    Delay(Duration),
+}
+
+struct JwksState {
+    body: String,
+    mode: JwksMode,
+    cache_control: Option<String>,
+}
+
+/// A JWKS issuer on 127.0.0.1:0 whose document, behaviour and cache headers
+/// the test changes mid-run, counting every request it receives.
+pub struct JwksServer {
+    /// `http://127.0.0.1:PORT/<random>/jwks.json`.
+    pub url: String,
+    state: Arc<Mutex<JwksState>>,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl JwksServer {
+    /// Starts serving `body` (a JWKS document).
+    pub async fn start(body: String) -> JwksServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(JwksState {
+            body,
+            mode: JwksMode::Up,
+            cache_control: None,
+        }));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shared = (state.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                        let (state, requests) = shared.clone();
+                        async move {
+                            requests.fetch_add(1, Ordering::SeqCst);
+                            let mode = state.lock().expect("lock").mode;
+                            if let JwksMode::Delay(delay) = mode {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let (body, cache_control) = {
+                                let s = state.lock().expect("lock");
+                                (s.body.clone(), s.cache_control.clone())
+                            };
+                            let mut response = Response::new(Full::new(Bytes::from(body)));
+                            if mode == JwksMode::Down {
+                                *response.body_mut() = Full::new(Bytes::from_static(b"down"));
+                                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                                return Ok::<_, Infallible>(response);
+                            }
+                            let headers = response.headers_mut();
+                            headers.insert(
+                                "content-type",
+                                HeaderValue::from_static("application/json"),
+                            );
+                            if let Some(value) = cache_control {
+                                headers.insert(
+                                    "cache-control",
+                                    HeaderValue::from_str(&value).expect("ascii"),
+                                );
+                            }
+                            Ok(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        // A path of its own: the gateway remembers keys per URL for reloads,
+        // and a later test may get this port again.
+        let unique: u64 = rand::random();
+        JwksServer {
+            url: format!("http://{addr}/{unique:016x}/jwks.json"),
+            state,
+            requests,
+            task,
+        }
+    }
+
+    /// Serves `body` from now on (key rotation).
+    pub fn set_body(&self, body: String) {
+        self.state.lock().expect("lock").body = body;
+    }
+
+    /// Changes how requests are answered from now on.
+    pub fn set_mode(&self, mode: JwksMode) {
+        self.state.lock().expect("lock").mode = mode;
+    }
+
+    /// Sends this `Cache-Control` with every document from now on.
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        self.state.lock().expect("lock").cache_control = value.map(str::to_string);
+    }
+
+    /// Requests received so far (counted on arrival, answered or not).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// A routes.toml for testing.v1.EverythingService on `upstream` where
+/// `POST /v1/echo` (Echo) carries the method keys `echo_auth` (e.g.
+/// `auth = "a"`), every other method is public (`GET /v1/echo` among them),
+/// and `extra` (the `[auth]` tables) is appended.
+pub fn auth_toml(upstream: SocketAddr, echo_auth: &str, extra: &str) -> String {
+    everything_toml(
+        upstream,
+        &format!("\n[routes.methods.Echo]\n{echo_auth}\n{extra}"),
+    )
+}
+
+/// Starts the gateway from a routes.toml on disk and returns the handle
+/// that reloads swap snapshots into.
+pub async fn spawn_gateway_from(
+    path: &std::path::Path,
+) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
+    let snapshot = compile_snapshot(path).await;
+    let settings = Arc::new(snapshot.settings.clone());
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("addr");
+    let gateway = protogate::pipeline::Gateway::new(snapshot);
+    let router = protogate::edge::router(gateway.clone());
+    let task = tokio::spawn(async move {
+        let _ = protogate::server::serve(listener, router, settings, std::future::pending()).await;
+    });
+    let handle = TestGateway {
+        base: format!("http://{addr}"),
+        addr,
+        _dir: tempfile::tempdir().expect("tempdir"),
+        task,
+    };
+    (handle, gateway)
+}
+
+/// Loads and compiles the routes.toml at `path` for serving, as a reload does.
+pub async fn compile_snapshot(path: &std::path::Path) -> protogate::snapshot::Snapshot {
+    let loaded = protogate::config::load(path).unwrap_or_else(|(source, errors)| {
+        panic!("routes.toml does not parse:\n{}", source.render(&errors))
+    });
+    let compiled = protogate::snapshot::compile_for_serving(&loaded).unwrap_or_else(|errors| {
+        panic!(
+            "routes.toml does not compile:\n{}",
+            loaded.source.render(&errors)
+        )
+    });
+    compiled.start().await
+}
+
+/// An auth refusal as the client saw it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// The `WWW-Authenticate` challenge's auth-params, if one was sent.
+    pub challenge: Option<std::collections::BTreeMap<String, String>>,
+    /// The google.rpc.Status body.
+    pub body: serde_json::Value,
+}
+
+/// Reads an error answer: checks it is JSON shaped like google.rpc.Status
+/// with the gateway's ErrorInfo, and parses any `WWW-Authenticate`.
+pub async fn refusal(response: reqwest::Response) -> Refusal {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    assert_eq!(
+        headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..]),
+        "{status}: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    assert!(body["code"].is_i64(), "{text}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{text}"
+    );
+    let detail = &body["details"][0];
+    assert_eq!(
+        detail["@type"], "type.googleapis.com/google.rpc.ErrorInfo",
+        "{text}"
+    );
+    assert_eq!(detail["domain"], "protogate", "{text}");
+    let challenges: Vec<_> = headers.get_all("www-authenticate").iter().collect();
+    assert!(
+        challenges.len() <= 1,
+        "one challenge at most: {challenges:?}"
+    );
+    let challenge = challenges
+        .first()
+        .map(|value| parse_bearer_challenge(value.to_str().expect("challenge is visible ASCII")));
+    Refusal {
+        status,
+        challenge,
+        body,
+    }
+}
+
+/// Parses `Bearer k="v", k="v", ...` strictly by RFC 6750 §3: the scheme,
+/// then auth-params whose values are quoted strings holding only
+/// %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+pub fn parse_bearer_challenge(value: &str) -> std::collections::BTreeMap<String, String> {
+    let rest = value
+        .strip_prefix("Bearer ")
+        .unwrap_or_else(|| panic!("not a Bearer challenge: {value}"));
+    let mut params = std::collections::BTreeMap::new();
+    let mut rest = rest.trim_start();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once("=\"")
+            .unwrap_or_else(|| panic!("auth-param without a quoted value in {value}"));
+        assert!(
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "bad auth-param name {key:?} in {value}"
+        );
+        let end = after
+            .find('"')
+            .unwrap_or_else(|| panic!("unterminated quoted string in {value}"));
+        let text = &after[..end];
+        assert!(
+            text.bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\'),
+            "RFC 6750 forbids these characters: {text:?}"
+        );
+        assert!(
+            params.insert(key.to_string(), text.to_string()).is_none(),
+            "auth-param {key} twice in {value}"
+        );
+        rest = after[end + 1..].trim_start();
+        if let Some(next) = rest.strip_prefix(',') {
+            rest = next.trim_start();
+            assert!(!rest.is_empty(), "trailing comma in {value}");
+        } else {
+            assert!(
+                rest.is_empty(),
+                "auth-params must be comma-separated: {value}"
+            );
+        }
+    }
+    params
+}
+
+/// Checks a 401: an `invalid_token` challenge with a description, code
+/// UNAUTHENTICATED and the given ErrorInfo reason. Returns the description.
+pub async fn assert_unauthorized(response: reqwest::Response, reason: &str) -> String {
+    let refused = refusal(response).await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], 16, "{:?}", refused.body);
+    assert_eq!(refused.body["details"][0]["reason"], reason);
+    let challenge = refused
+        .challenge
+        .unwrap_or_else(|| panic!("401 without WWW-Authenticate: {:?}", refused.body));
+    assert_eq!(
+        challenge.get("error").map(String::as_str),
+        Some("invalid_token")
+    );
+    let description = challenge
+        .get("error_description")
+        .cloned()
+        .unwrap_or_default();
+    assert!(!description.is_empty(), "{challenge:?}");
+    description
+}
+
+/// Checks a 403: an `insufficient_scope` challenge, code PERMISSION_DENIED.
+/// Returns the challenge's params.
+pub async fn assert_forbidden(
+    response: reqwest::Response,
+) -> std::collections::BTreeMap<String, String> {
+    let refused = refusal(response).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], 7, "{:?}", refused.body);
+    assert_eq!(refused.body["details"][0]["reason"], "PERMISSION_DENIED");
+    let challenge = refused
+        .challenge
+        .unwrap_or_else(|| panic!("403 without WWW-Authenticate: {:?}", refused.body));
+    assert_eq!(
+        challenge.get("error").map(String::as_str),
+        Some("insufficient_scope")
+    );
+    assert!(challenge.contains_key("error_description"), "{challenge:?}");
+    challenge
+}
+
+/// Checks a 503 for keys that are not loaded: code UNAVAILABLE, reason
+/// AUTH_KEYS_UNAVAILABLE, and no challenge (the credential is not at fault).
+pub async fn assert_keys_unavailable(response: reqwest::Response) {
+    let refused = refusal(response).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], 14, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["details"][0]["reason"],
+        "AUTH_KEYS_UNAVAILABLE"
+    );
+    assert!(refused.challenge.is_none(), "{:?}", refused.challenge);
+}
