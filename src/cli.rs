@@ -213,21 +213,8 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     if let Some(listen) = listen {
         compiled.settings.server.listen = listen;
     }
-    if with_demo {
-        let Some(addr) = demo_address(&compiled) else {
-            eprintln!(
-                "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        };
-        match demo::spawn(addr).await {
-            Ok(addr) => tracing::info!(%addr, "demo Bookstore gRPC service listening"),
-            Err(e) => {
-                eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if with_demo && let Err(code) = start_bookstore(&compiled, path).await {
+        return code;
     }
     let settings = Arc::new(compiled.settings.clone());
     let listen = settings.server.listen;
@@ -273,19 +260,11 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
 }
 
 async fn bookstore_only(path: &Path) -> ExitCode {
-    let Some(addr) = load(path, false).as_ref().and_then(demo_address) else {
-        eprintln!(
-            "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
-            path.display()
-        );
+    let Some(compiled) = load(path, false) else {
         return ExitCode::FAILURE;
     };
-    match demo::spawn(addr).await {
-        Ok(addr) => tracing::info!(%addr, "demo Bookstore gRPC service listening"),
-        Err(e) => {
-            eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(code) = start_bookstore(&compiled, path).await {
+        return code;
     }
     shutdown_signal().await;
     ExitCode::SUCCESS
@@ -313,6 +292,27 @@ fn token(
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the demo Bookstore on the `bookstore` upstream's endpoint.
+async fn start_bookstore(compiled: &Compiled, path: &Path) -> Result<(), ExitCode> {
+    let Some(addr) = demo_address(compiled) else {
+        eprintln!(
+            "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
+            path.display()
+        );
+        return Err(ExitCode::FAILURE);
+    };
+    match demo::spawn(addr).await {
+        Ok(addr) => {
+            tracing::info!(%addr, "demo Bookstore gRPC service listening");
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
+            Err(ExitCode::FAILURE)
         }
     }
 }
