@@ -4,7 +4,7 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, so editing src/ does not refetch the registry.
+# benches/ is copied because Cargo.toml names its [[bench]] targets.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY src ./src
@@ -17,6 +17,9 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin prot
 COPY --from=build /src/target/release/protogate /usr/local/bin/protogate
 COPY proto /etc/protogate/proto
 COPY routes.toml /etc/protogate/routes.toml
+# The demo provider's HMAC secret (routes.toml's secret_file); replace it, or
+# your routes.toml's providers, for anything but the demo.
+COPY examples/demo-jwt.secret /etc/protogate/examples/demo-jwt.secret
 USER 10001:10001
 EXPOSE 8080
 # The shipped routes.toml listens on loopback; --listen makes the gateway
