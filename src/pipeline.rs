@@ -105,22 +105,20 @@ async fn serve(
         .response_cache
         .as_ref()
         .filter(|_| route.cache.gateway_cacheable(&parts.method, authenticated));
+    let call_upstream = || {
+        fetch(
+            snapshot,
+            route,
+            &found.captures,
+            &parts,
+            body,
+            &identity,
+            request_id,
+            deadline,
+        )
+    };
     let (answer, cache_status, age) = match cache {
-        None => (
-            fetch(
-                snapshot,
-                route,
-                &found.captures,
-                &parts,
-                body,
-                &identity,
-                request_id,
-                deadline,
-            )
-            .await?,
-            None,
-            None,
-        ),
+        None => (call_upstream().await?, None, None),
         Some(cache) => {
             let key = response_cache::key(
                 path.as_str(),
@@ -154,19 +152,9 @@ async fn serve(
                     cache.finish_refresh(&key, answer.ok(), freshness, keys);
                 }
             };
-            let fetch = || {
-                fetch(
-                    snapshot,
-                    route,
-                    &found.captures,
-                    &parts,
-                    body,
-                    &identity,
-                    request_id,
-                    deadline,
-                )
-            };
-            let (entry, status) = cache.serve(key, freshness, keys, fetch, refresh).await?;
+            let (entry, status) = cache
+                .serve(key, freshness, keys, call_upstream, refresh)
+                .await?;
             let age = (status != CacheStatus::Miss).then(|| entry.age());
             (entry.answer.clone(), Some(status), age)
         }

@@ -30,29 +30,13 @@ use tokio::net::TcpListener;
 
 const PAGE: &str = include_str!("browser/page.html");
 
-/// Chromium, wherever Debian put it.
+/// chromium, wherever Debian put it; fails the test with an install hint if missing.
 fn chromium() -> PathBuf {
-    let candidates = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join("chromium"))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        );
-    for candidate in candidates {
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "chromium is not installed, so the browser tests cannot run: \
-         install Debian's `chromium` package (apt-get install -y chromium), as .ci/run does"
-    );
+    installed_program(
+        "chromium",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+        "chromium",
+    )
 }
 
 /// Serves `page` as `/page.html` on `listener` until dropped.

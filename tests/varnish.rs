@@ -28,29 +28,13 @@ use recorder::Recorder;
 use serde_json::json;
 use support::*;
 
-/// varnishd, wherever Debian or a local build put it.
+/// varnishd, wherever Debian put it; fails the test with an install hint if missing.
 fn varnishd() -> PathBuf {
-    let candidates = ["/usr/sbin/varnishd", "/usr/local/sbin/varnishd"]
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join("varnishd"))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        );
-    for candidate in candidates {
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "varnishd is not installed, so the Varnish tests cannot run: \
-         install Debian's `varnish` package (apt-get install -y varnish), as .ci/run does"
-    );
+    installed_program(
+        "varnishd",
+        &["/usr/sbin/varnishd", "/usr/local/sbin/varnishd"],
+        "varnish",
+    )
 }
 
 /// A varnishd in the foreground on 127.0.0.1, stopped (by PID) when dropped.

@@ -1044,3 +1044,27 @@ pub async fn assert_keys_unavailable(response: reqwest::Response) {
     );
     assert!(refused.challenge.is_none(), "{:?}", refused.challenge);
 }
+
+/// An external program a test drives (varnishd, chromium): the first of
+/// `candidates` or of `$PATH` that exists. Missing is a failure with the
+/// Debian package to install (as .ci/run does), never a silent pass.
+pub fn installed_program(name: &str, candidates: &[&str], package: &str) -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    candidates
+        .iter()
+        .map(std::path::PathBuf::from)
+        .chain(on_path)
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed, so these tests cannot run: \
+                 install Debian's `{package}` package (apt-get install -y {package}), as .ci/run does"
+            )
+        })
+}
