@@ -330,9 +330,24 @@ fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {
 
 fn print_demo_help(listen: SocketAddr) {
     let base = format!("http://{listen}");
-    eprintln!(
-        "\nprotogate demo is up. Try:\n\n  curl {base}/v1/shelves\n  curl {base}/v1/shelves/1/books/2\n  curl '{base}/v1/books:search?query=kindred&genres=GENRE_FICTION'\n  curl -X POST {base}/v1/shelves/1/books -H 'content-type: application/json' -d '{{\"title\":\"Dune\",\"author\":\"Frank Herbert\"}}'\n  curl -X PATCH '{base}/v1/shelves/1/books/2?updateMask=rating' -H 'content-type: application/json' -d '{{\"rating\":5}}'\n  curl -i {base}/v1/shelves/9\n"
-    );
+    let lines = [
+        format!("curl {base}/v1/shelves"),
+        format!("curl -i {base}/v1/shelves/1/books/2"),
+        format!("curl '{base}/v1/books:search?query=kindred&genres=GENRE_FICTION'"),
+        "TOKEN=$(cargo run --release -q -- token --scope bookstore.write)".to_string(),
+        format!(
+            "curl -X POST {base}/v1/shelves/1/books -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"title\":\"Dune\",\"author\":\"Frank Herbert\"}}'"
+        ),
+        format!(
+            "curl -X PATCH '{base}/v1/shelves/1/books/2?updateMask=rating' -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"rating\":5}}'"
+        ),
+        format!("curl -i {base}/v1/shelves/9"),
+    ];
+    eprintln!("\nprotogate demo is up. Reads are public; writes need the demo token. Try:\n");
+    for line in lines {
+        eprintln!("  {line}");
+    }
+    eprintln!();
 }
 
 /// Reloads routes.toml on SIGHUP; a config that does not compile is logged

@@ -132,6 +132,16 @@ pub enum ClientError {
     /// The body could not be read (a framing error, a bad compression stream).
     #[error("could not read the request body: {0}")]
     UnreadableBody(String),
+    /// Too many request headers, or too many bytes of them.
+    #[error("request {what} is {size}, over the limit of {limit}")]
+    HeadersTooLarge {
+        /// "header count" or "header bytes".
+        what: &'static str,
+        /// What the request has.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A header the gateway interprets is malformed.
     #[error("invalid header '{name}': {reason}")]
     InvalidHeader {
@@ -439,6 +449,7 @@ impl ClientError {
             ClientError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ClientError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ClientError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ClientError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ClientError::InvalidPath(_)
             | ClientError::MalformedJson { .. }
             | ClientError::JsonTooDeep { .. }
@@ -470,6 +481,7 @@ impl ClientError {
             ClientError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
             ClientError::UnsupportedMediaType { .. } => "UNSUPPORTED_MEDIA_TYPE",
             ClientError::UnreadableBody(_) => "UNREADABLE_BODY",
+            ClientError::HeadersTooLarge { .. } => "HEADERS_TOO_LARGE",
             ClientError::InvalidHeader { .. } => "INVALID_HEADER",
         }
     }

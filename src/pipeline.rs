@@ -352,13 +352,23 @@ fn check_request_limits(snapshot: &Snapshot, parts: &Parts) -> Result<(), Client
         });
     }
     if parts.headers.len() > limits.max_headers {
-        return Err(ClientError::InvalidHeader {
-            name: "(all)",
-            reason: format!(
-                "{} headers, over the limit of {}",
-                parts.headers.len(),
-                limits.max_headers
-            ),
+        return Err(ClientError::HeadersTooLarge {
+            what: "header count",
+            size: parts.headers.len(),
+            limit: limits.max_headers,
+        });
+    }
+    // Names, values and the ": " and CRLF around them, as on the wire.
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(ClientError::HeadersTooLarge {
+            what: "header bytes",
+            size: header_bytes,
+            limit: limits.max_header_bytes,
         });
     }
     Ok(())

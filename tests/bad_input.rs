@@ -1260,3 +1260,21 @@ max_query_bytes = 512
     let body: Value = serde_json::from_slice(&raw.body).expect("json");
     assert_eq!(body, json!({"stringValue": "still here"}));
 }
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_431_with_a_json_body() {
+    let (scripted, gateway) =
+        echo_gateway("\n[limits]\nmax_headers = 10\nmax_header_bytes = 2048\n").await;
+    let mut many = client().get(format!("{}/v1/echo", gateway.base));
+    for i in 0..12 {
+        many = many.header(format!("x-extra-{i}"), "v");
+    }
+    let (reason, _) = status_error(&from_reqwest(many).await, 431, 3);
+    assert_eq!(reason, "HEADERS_TOO_LARGE");
+    let large = client()
+        .get(format!("{}/v1/echo", gateway.base))
+        .header("x-large", "a".repeat(2100));
+    let (reason, _) = status_error(&from_reqwest(large).await, 431, 3);
+    assert_eq!(reason, "HEADERS_TOO_LARGE");
+    assert_eq!(scripted.call_count(), 0);
+}
