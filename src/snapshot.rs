@@ -14,6 +14,7 @@ use http::uri::{Authority, PathAndQuery};
 use prost_reflect::{DescriptorPool, SerializeOptions};
 
 use crate::cache::CachePolicy;
+use crate::config::diagnostic::suggest;
 use crate::config::edge::{AdminSection, CompressionSection, CorsSection};
 use crate::config::file::{JsonOptions, LimitsSection, ServerSection};
 use crate::config::{ConfigError, Loaded};
@@ -129,52 +130,7 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
         .get_extension_by_name("google.api.http")
         .expect("google/api/annotations.proto is compiled into every pool");
 
-    // Upstreams, by name → index.
-    let mut upstream_index = HashMap::new();
-    let mut upstreams = Vec::new();
-    for (name, section) in &file.upstreams {
-        let mut endpoints = Vec::new();
-        for endpoint in &section.get_ref().endpoints {
-            match parse_endpoint(endpoint.get_ref()) {
-                Ok(authority) => endpoints.push(authority),
-                Err(message) => errors.push(
-                    ConfigError::at(endpoint.span(), message)
-                        .hint("write endpoints as \"http://host:port\""),
-                ),
-            }
-        }
-        let s = section.get_ref();
-        if s.endpoints.is_empty() {
-            errors.push(
-                ConfigError::at(
-                    section.span(),
-                    format!("upstream '{}' has no endpoints", name.get_ref()),
-                )
-                .hint("add endpoints = [\"http://127.0.0.1:50051\"]"),
-            );
-        }
-        if *s.connections.get_ref() == 0 {
-            errors.push(
-                ConfigError::at(s.connections.span(), "connections must be at least 1")
-                    .hint("it is the number of HTTP/2 connections kept to each endpoint; the default is 2"),
-            );
-        }
-        upstream_index.insert(name.get_ref().clone(), upstreams.len());
-        upstreams.push((
-            PoolConfig {
-                name: name.get_ref().clone(),
-                endpoints,
-                connections: *s.connections.get_ref(),
-                connect_timeout: s.connect_timeout,
-                keepalive_interval: s.keepalive_interval,
-                keepalive_timeout: s.keepalive_timeout,
-                backoff_initial: s.reconnect_backoff,
-                backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
-            },
-            s.timeout,
-            s.max_message_bytes,
-        ));
-    }
+    let (upstream_index, upstreams) = compile_upstreams(file, &mut errors);
 
     let forward_request = header_list(&file.headers.forward_request, &mut errors);
     let forward_response = header_list(&file.headers.forward_response, &mut errors);
@@ -467,6 +423,61 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
     })
 }
 
+/// Each `[upstreams.NAME]` as a pool plan, and the name → index map routes use.
+#[allow(clippy::type_complexity)]
+fn compile_upstreams(
+    file: &crate::config::RoutesFile,
+    errors: &mut Vec<ConfigError>,
+) -> (HashMap<String, usize>, Vec<(PoolConfig, Duration, usize)>) {
+    let mut upstream_index = HashMap::new();
+    let mut upstreams = Vec::new();
+    for (name, section) in &file.upstreams {
+        let mut endpoints = Vec::new();
+        for endpoint in &section.get_ref().endpoints {
+            match parse_endpoint(endpoint.get_ref()) {
+                Ok(authority) => endpoints.push(authority),
+                Err(message) => errors.push(
+                    ConfigError::at(endpoint.span(), message)
+                        .hint("write endpoints as \"http://host:port\""),
+                ),
+            }
+        }
+        let s = section.get_ref();
+        if s.endpoints.is_empty() {
+            errors.push(
+                ConfigError::at(
+                    section.span(),
+                    format!("upstream '{}' has no endpoints", name.get_ref()),
+                )
+                .hint("add endpoints = [\"http://127.0.0.1:50051\"]"),
+            );
+        }
+        if *s.connections.get_ref() == 0 {
+            errors.push(
+                ConfigError::at(s.connections.span(), "connections must be at least 1")
+                    .hint("it is the number of HTTP/2 connections kept to each endpoint; the default is 2"),
+            );
+        }
+        upstream_index.insert(name.get_ref().clone(), upstreams.len());
+        upstreams.push((
+            PoolConfig {
+                name: name.get_ref().clone(),
+                endpoints,
+                connections: *s.connections.get_ref(),
+                connect_timeout: s.connect_timeout,
+                keepalive_interval: s.keepalive_interval,
+                keepalive_timeout: s.keepalive_timeout,
+                backoff_initial: s.reconnect_backoff,
+                backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
+            },
+            s.timeout,
+            s.max_message_bytes,
+        ));
+    }
+
+    (upstream_index, upstreams)
+}
+
 fn load_descriptors(loaded: &Loaded) -> Result<DescriptorPool, ConfigError> {
     let proto = &loaded.file.proto;
     let section = proto.get_ref();
@@ -570,39 +581,4 @@ fn json_mapping(layers: &[&JsonOptions]) -> JsonMapping {
         deny_unknown_fields: !pick(|o| o.ignore_unknown_fields),
         deny_unknown_query: !pick(|o| o.ignore_unknown_query_parameters),
     }
-}
-
-/// "did you mean X?" by edit distance, else the list of what exists.
-fn suggest(wrong: &str, known: &[String], what: &str) -> String {
-    let best = known
-        .iter()
-        .map(|k| {
-            (
-                edit_distance(&wrong.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                k,
-            )
-        })
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((d, k)) if d <= wrong.len().max(3) / 3 + 1 => format!("did you mean '{k}'?"),
-        _ if known.is_empty() => format!("no {what} are defined"),
-        _ => format!("known {what}: {}", known.join(", ")),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for j in 0..b.len() {
-            let current = row[j + 1];
-            row[j + 1] = (previous + usize::from(ca != b[j]))
-                .min(row[j] + 1)
-                .min(current + 1);
-            previous = current;
-        }
-    }
-    row[b.len()]
 }

@@ -114,6 +114,41 @@ impl fmt::Display for Rendered<'_> {
     }
 }
 
+/// "did you mean X?" by edit distance, else the list of what exists.
+pub fn suggest(wrong: &str, known: &[String], what: &str) -> String {
+    let best = known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&wrong.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= wrong.len().max(3) / 3 + 1 => format!("did you mean '{k}'?"),
+        _ if known.is_empty() => format!("no {what} are defined"),
+        _ => format!("known {what}: {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let current = row[j + 1];
+            row[j + 1] = (previous + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(current + 1);
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
