@@ -11,12 +11,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::io::Write as _;
-use std::path::Path;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::*;
 use tower::ServiceExt as _;
@@ -178,31 +176,6 @@ async fn encode(coding: &'static str, bytes: Bytes) -> Bytes {
 /// about `len` bytes.
 fn echo_path(len: usize) -> String {
     format!("/v1/echo?string_value={}", "ab".repeat(len / 2))
-}
-
-/// An HS256 provider `t` whose secret is written under `dir`; returns the
-/// `[auth.providers.t]` table and a token for `sub`.
-fn hmac_provider(dir: &Path) -> (String, impl Fn(&str) -> String) {
-    let secret: String = (0..64).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let path = dir.join("t.secret");
-    std::fs::write(&path, &secret).expect("write secret");
-    let table = format!(
-        "\n[auth.providers.t]\nissuer = \"i\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n",
-        path.display()
-    );
-    let mint = move |sub: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &json!({"iss": "i", "sub": sub, "iat": now, "exp": now + 300}),
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("sign")
-    };
-    (table, mint)
 }
 
 // === Cache-Control ===

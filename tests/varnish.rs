@@ -23,9 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use recorder::Recorder;
-use serde_json::json;
 use support::*;
 
 /// varnishd, wherever Debian put it; fails the test with an install hint if missing.
@@ -227,29 +225,10 @@ impl Chain {
     }
 }
 
-/// An HS256 provider `t` with its secret under `dir`, and a minter of tokens.
+/// The shared HS256 provider `t`, with tokens as `Authorization` values.
 fn hmac_provider(dir: &Path) -> (String, impl Fn(&str) -> String) {
-    let secret: String = (0..64).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    let path = dir.join("t.secret");
-    std::fs::write(&path, &secret).expect("write secret");
-    let table = format!(
-        "\n[auth.providers.t]\nissuer = \"i\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n",
-        path.display()
-    );
-    let mint = move |sub: &str| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &json!({"iss": "i", "sub": sub, "iat": now, "exp": now + 300}),
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .expect("sign");
-        format!("Bearer {token}")
-    };
-    (table, mint)
+    let (table, mint) = support::hmac_provider(dir);
+    (table, move |sub: &str| format!("Bearer {}", mint(sub)))
 }
 
 #[tokio::test]

@@ -1068,3 +1068,28 @@ pub fn installed_program(name: &str, candidates: &[&str], package: &str) -> std:
             )
         })
 }
+
+/// An HS256 provider `t` whose secret is written under `dir`: the
+/// `[auth.providers.t]` table, and a minter of 5-minute tokens for a `sub`.
+pub fn hmac_provider(dir: &std::path::Path) -> (String, impl Fn(&str) -> String) {
+    let secret: String = (0..64).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let path = dir.join("t.secret");
+    std::fs::write(&path, &secret).expect("write secret");
+    let table = format!(
+        "\n[auth.providers.t]\nissuer = \"i\"\nalgorithms = [\"HS256\"]\nsecret_file = \"{}\"\n",
+        path.display()
+    );
+    let mint = move |sub: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "i", "sub": sub, "iat": now, "exp": now + 300}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    };
+    (table, mint)
+}
