@@ -9,23 +9,22 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Method};
 use prost::Message;
-use protogate::demo::pb::bookstore::v1::{Book, Genre};
+use protogate::cli::demo::pb::bookstore::v1::{Book, Genre};
 use protogate::route::RouteTable;
 use protogate::route::path::normalize;
+use protogate::snapshot::Compiled;
 use protogate::transcode::{self, request::HttpInput};
 
 const PROTO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
 
-fn compile(dir: &Path, toml: &str) -> RouteTable {
+fn compile(dir: &Path, toml: &str) -> Compiled {
     let path = dir.join("routes.toml");
     std::fs::write(&path, toml).expect("write routes.toml");
     let loaded = protogate::config::load(&path).expect("parses");
-    protogate::snapshot::compile(&loaded)
-        .expect("compiles")
-        .routes
+    protogate::snapshot::compile(&loaded).expect("compiles")
 }
 
-fn bookstore_table(dir: &Path) -> RouteTable {
+fn bookstore(dir: &Path) -> Compiled {
     compile(
         dir,
         &format!(
@@ -65,6 +64,7 @@ fn large_table(dir: &Path, n: usize) -> RouteTable {
             dir.display()
         ),
     )
+    .routes
 }
 
 fn sample_book(id: i64) -> Book {
@@ -97,7 +97,8 @@ const CREATE_BODY: &str = r#"{"title":"Designing Data-Intensive Gateways","autho
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let table = bookstore_table(dir.path());
+    let bookstore = bookstore(dir.path());
+    let (table, plans) = (&bookstore.routes, &bookstore.plans);
     let book_bytes = Bytes::from(sample_book(2).encode_to_vec());
     let json = HeaderValue::from_static("application/json");
 
@@ -106,7 +107,7 @@ fn bench(c: &mut Criterion) {
             let path = normalize(black_box("/v1/shelves/1/books/2")).expect("valid");
             let found = table.find(&Method::GET, &path).expect("route");
             let framed = transcode::request(
-                found.route,
+                &plans.get(found.binding).transcode,
                 HttpInput {
                     captures: &found.captures,
                     query: None,
@@ -116,7 +117,9 @@ fn bench(c: &mut Criterion) {
                 },
             )
             .expect("request");
-            let reply = transcode::response(found.route, book_bytes.clone()).expect("response");
+            let reply =
+                transcode::response(&plans.get(found.binding).transcode, book_bytes.clone())
+                    .expect("response");
             black_box((framed, reply));
         })
     });
@@ -128,7 +131,7 @@ fn bench(c: &mut Criterion) {
             let path = normalize(black_box("/v1/shelves/1/books")).expect("valid");
             let found = table.find(&Method::POST, &path).expect("route");
             let framed = transcode::request(
-                found.route,
+                &plans.get(found.binding).transcode,
                 HttpInput {
                     captures: &found.captures,
                     query: None,
@@ -138,7 +141,8 @@ fn bench(c: &mut Criterion) {
                 },
             )
             .expect("request");
-            let reply = transcode::response(found.route, created.clone()).expect("response");
+            let reply = transcode::response(&plans.get(found.binding).transcode, created.clone())
+                .expect("response");
             black_box((framed, reply));
         })
     });
@@ -150,7 +154,10 @@ fn bench(c: &mut Criterion) {
     let found = table.find(&Method::GET, &path).expect("route");
     c.bench_function("get_book/response_only", |b| {
         b.iter(|| {
-            black_box(transcode::response(found.route, book_bytes.clone()).expect("response"))
+            black_box(
+                transcode::response(&plans.get(found.binding).transcode, book_bytes.clone())
+                    .expect("response"),
+            )
         })
     });
 

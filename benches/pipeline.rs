@@ -49,7 +49,7 @@ async fn get_book(router: &axum::Router) {
 fn bench(c: &mut Criterion) {
     let runtime = Arc::new(tokio::runtime::Runtime::new().expect("runtime"));
     let (miss, hit) = runtime.block_on(async {
-        let upstream = protogate::demo::spawn("127.0.0.1:0".parse().expect("addr"))
+        let upstream = protogate::cli::demo::spawn("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("bookstore");
         (

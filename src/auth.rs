@@ -1,4 +1,4 @@
-//! Edge authentication: each route's [`AuthPolicy`] checks the request's
+//! Edge authentication: each route's [`Policy`] checks the request's
 //! credential (a JWT from a configured provider, or an API key) and yields
 //! the caller's [`Identity`]; then required scopes and claim values are
 //! checked. The route is matched first, so unknown paths cost no token work.
@@ -67,7 +67,7 @@ pub enum Source {
 
 /// A route's authentication and authorization rule, compiled.
 #[derive(Debug, Clone)]
-pub struct AuthPolicy {
+pub struct Policy {
     /// Any of these admits the caller.
     pub ways: Vec<Way>,
     /// Scopes the token must carry (all of them).
@@ -80,9 +80,9 @@ pub struct AuthPolicy {
     pub description: String,
 }
 
-// === impl AuthPolicy ===
+// === impl Policy ===
 
-impl AuthPolicy {
+impl Policy {
     /// One line for `protogate check`: the ways in, then required scopes.
     pub fn summary(&self) -> String {
         match self.scopes.is_empty() {

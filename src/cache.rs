@@ -29,7 +29,7 @@ pub const REPRESENTATION: HeaderName = HeaderName::from_static("x-protogate-repr
 
 /// A route's compiled cache rule.
 #[derive(Debug, Clone)]
-pub struct CachePolicy {
+pub struct Policy {
     /// `Cache-Control` for answers to anonymous callers.
     anonymous: HeaderValue,
     /// `Cache-Control` for answers to authenticated callers.
@@ -71,13 +71,13 @@ enum Part {
     Variable(usize),
 }
 
-// === impl CachePolicy ===
+// === impl Policy ===
 
-impl CachePolicy {
+impl Policy {
     /// The policy of a route with no `cache` table: revalidate every time,
     /// never stored by shared caches.
-    pub fn default_private() -> CachePolicy {
-        CachePolicy {
+    pub fn default_private() -> Policy {
+        Policy {
             anonymous: HeaderValue::from_static("private, no-cache"),
             authenticated: HeaderValue::from_static("private, no-cache"),
             vary: None,
@@ -104,7 +104,7 @@ impl CachePolicy {
         authenticates: bool,
         errors: &mut Vec<ConfigError>,
         warnings: &mut Vec<String>,
-    ) -> CachePolicy {
+    ) -> Policy {
         if section.public && section.no_store {
             errors.push(ConfigError::at(
                 span.clone(),
@@ -191,7 +191,7 @@ impl CachePolicy {
         let value = |text: &str| {
             HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("no-store"))
         };
-        CachePolicy {
+        Policy {
             anonymous: value(&anonymous),
             authenticated: value(&authenticated),
             vary: (!vary_names.is_empty()).then(|| {
@@ -491,7 +491,7 @@ mod tests {
         .expect("builtins")
         .get_message_by_name("google.api.HttpBody")
         .expect("builtin");
-        let policy = CachePolicy::compile(
+        let policy = Policy::compile(
             &section,
             0..0,
             &template,

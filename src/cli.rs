@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use crate::config;
 use crate::pipeline::Gateway;
 use crate::snapshot::{self, Compiled};
-use crate::{demo, edge, server};
+use crate::{edge, server};
+
+pub mod demo;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -163,7 +165,7 @@ fn check(path: &Path) -> ExitCode {
     let Some(compiled) = load(path, false) else {
         return ExitCode::FAILURE;
     };
-    let summaries = compiled.routes.summaries();
+    let summaries = compiled.plans.summaries();
     let rows: Vec<[String; 7]> = summaries
         .iter()
         .map(|s| {
@@ -211,13 +213,13 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         return ExitCode::FAILURE;
     };
     if let Some(listen) = listen {
-        compiled.settings.server.listen = listen;
+        compiled.settings.listener.listen = listen;
     }
     if with_demo && let Err(code) = start_bookstore(&compiled, path).await {
         return code;
     }
     let settings = Arc::new(compiled.settings.clone());
-    let listen = settings.server.listen;
+    let listen = settings.listener.listen;
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -232,10 +234,10 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         print_demo_help(listen);
     }
     spawn_reloader(gateway.clone(), path.to_path_buf());
-    if let Some(admin) = &settings.admin {
-        match TcpListener::bind(admin.listen).await {
+    if let Some(admin) = settings.admin {
+        match TcpListener::bind(admin).await {
             Ok(listener) => {
-                tracing::info!(listen = %admin.listen, "admin listener up");
+                tracing::info!(listen = %admin, "admin listener up");
                 let router = crate::admin::router(gateway.clone());
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, router).await {
@@ -244,7 +246,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
                 });
             }
             Err(e) => {
-                eprintln!("error: cannot listen on {} (admin): {e}", admin.listen);
+                eprintln!("error: cannot listen on {admin} (admin): {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -318,11 +320,11 @@ async fn start_bookstore(compiled: &Compiled, path: &Path) -> Result<(), ExitCod
 }
 
 fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {
-    let (pool, _, _) = compiled
+    let upstream = compiled
         .upstreams
         .iter()
-        .find(|(p, _, _)| p.name == "bookstore")?;
-    let authority = pool.endpoints.first()?;
+        .find(|u| u.pool.name == "bookstore")?;
+    let authority = upstream.pool.endpoints.first()?;
     format!("{}:{}", authority.host(), authority.port_u16()?)
         .parse()
         .ok()

@@ -13,7 +13,6 @@ use crate::auth::Identity;
 use crate::headers::{
     TRACEPARENT, TRACESTATE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
-use crate::snapshot::Settings;
 
 /// The TCP peer of a client connection, set by the listener.
 #[derive(Debug, Clone, Copy)]
@@ -35,15 +34,27 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
 }
 
+/// Which headers cross the gateway besides the ones it sets itself,
+/// compiled from `[headers]` and `[server] trusted_proxy_hops`.
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    /// Request headers forwarded as metadata.
+    pub request: Vec<HeaderName>,
+    /// Response metadata returned as headers.
+    pub response: Vec<HeaderName>,
+    /// Proxies in front whose `X-Forwarded-For` entries are trusted.
+    pub trusted_proxy_hops: usize,
+}
+
 /// Builds the metadata sent upstream.
 pub fn upstream(
     parts: &Parts,
-    settings: &Settings,
+    forwarding: &Forwarding,
     request_id: &HeaderValue,
     identity: &Identity,
     forward_authorization: bool,
 ) -> HeaderMap {
-    let mut metadata = HeaderMap::with_capacity(6 + settings.forward_request.len());
+    let mut metadata = HeaderMap::with_capacity(6 + forwarding.request.len());
     metadata.insert(X_REQUEST_ID, request_id.clone());
     let hop_only = connection_options(&parts.headers);
     let crosses = |name: &HeaderName| !hop_only.iter().any(|o| o == name.as_str());
@@ -56,7 +67,7 @@ pub fn upstream(
         }
     }
     let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
-    if let Some(chain) = forwarded_for(&parts.headers, peer, settings.server.trusted_proxy_hops)
+    if let Some(chain) = forwarded_for(&parts.headers, peer, forwarding.trusted_proxy_hops)
         && let Ok(value) = HeaderValue::from_str(&chain)
     {
         metadata.insert(X_FORWARDED_FOR, value);
@@ -71,7 +82,7 @@ pub fn upstream(
     if let Some(host) = host {
         metadata.insert(X_FORWARDED_HOST, host);
     }
-    for name in settings.forward_request.iter().filter(|n| crosses(n)) {
+    for name in forwarding.request.iter().filter(|n| crosses(n)) {
         for value in parts.headers.get_all(name) {
             metadata.append(name.clone(), value.clone());
         }

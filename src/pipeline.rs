@@ -1,10 +1,10 @@
-//! The request path on one screen: find the route, fix the deadline, read
-//! and transcode the request, call the upstream, transcode the answer.
-//! Every stage returns `Result<_, GatewayError>`; details live in the stage
-//! modules, and [`crate::error`] alone turns a failure into an HTTP answer.
+//! The request path on one screen: check the head's limits, find the
+//! binding, fix the deadline, authenticate, read and transcode the request,
+//! call the upstream, transcode the answer, apply the cache policy. Each
+//! stage gets only its own piece of the binding's [`MethodPlan`] and returns
+//! its own error; [`crate::error`] alone turns a failure into an HTTP answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -12,14 +12,17 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
-use http_body_util::{BodyExt, Limited};
+
+use tokio::time::Instant;
 
 use crate::auth::Identity;
-use crate::error::{ClientError, GatewayError};
+use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
+use crate::limits::LimitError;
 use crate::metadata;
+use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
-use crate::route::Route;
+use crate::route::RouteMatch;
 use crate::route::path::normalize;
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, request::HttpInput};
@@ -59,7 +62,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     let request_id = metadata::request_id(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let mut response = match serve(&snapshot, request, &request_id).await {
+    let mut response = match serve(&snapshot, request, &request_id, started).await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
@@ -72,7 +75,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     response
         .headers_mut()
         .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
-    if snapshot.settings.server.access_log {
+    if snapshot.settings.access_log {
         tracing::info!(
             target: "protogate::access",
             %method,
@@ -89,32 +92,40 @@ async fn serve(
     snapshot: &Arc<Snapshot>,
     request: Request,
     request_id: &HeaderValue,
+    received: Instant,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    check_request_limits(snapshot, &parts)?;
-    let path = normalize(parts.uri.path()).map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+    let limits = &snapshot.settings.limits;
+    limits.check_head(&parts)?;
+    let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
     let found = snapshot.routes.find(&parts.method, &path)?;
-    let route = found.route;
-    let identity = route.auth.check(&parts).await?;
-    let deadline = Deadline::start(route.timeout, client_timeout(&parts.headers)?);
-    let limit = snapshot.settings.limits.max_body_bytes;
-    let body = read_body(body, &parts.headers, limit, deadline).await?;
+    let plan = snapshot.plans.get(found.binding);
+    // The budget runs from the moment the head arrived: authentication (a
+    // key fetch, say), the body and any cache wait are charged against it.
+    let deadline = Deadline::started_at(
+        received,
+        plan.upstream.timeout,
+        client_timeout(&parts.headers)?,
+    );
+    let identity = tokio::time::timeout_at(deadline.instant(), plan.auth.check(&parts))
+        .await
+        .map_err(|_| deadline_exceeded(deadline))??;
+    let body = limits
+        .read_body(body, &parts.headers, deadline)
+        .await
+        .map_err(|e| match e {
+            LimitError::BodyTimeout => deadline_exceeded(deadline),
+            other => other.into(),
+        })?;
     let authenticated = identity.is_authenticated();
 
     let cache = snapshot
         .response_cache
         .as_ref()
-        .filter(|_| route.cache.gateway_cacheable(&parts.method, authenticated));
+        .filter(|_| plan.cache.gateway_cacheable(&parts.method, authenticated));
     let call_upstream = || {
         fetch(
-            snapshot,
-            route,
-            &found.captures,
-            &parts,
-            body,
-            &identity,
-            request_id,
-            deadline,
+            snapshot, plan, &found, &parts, body, &identity, request_id, deadline,
         )
     };
     let (answer, cache_status, age) = match cache {
@@ -123,15 +134,15 @@ async fn serve(
             let key = response_cache::key(
                 path.as_str(),
                 parts.uri.query(),
-                &route.cache.vary_names,
+                &plan.cache.vary_names,
                 &parts.headers,
             );
             let freshness = response_cache::Freshness {
-                fresh_for: route.cache.fresh_for,
-                stale_while_revalidate: route.cache.stale_while_revalidate,
-                stale_if_error: route.cache.stale_if_error,
+                fresh_for: plan.cache.fresh_for,
+                stale_while_revalidate: plan.cache.stale_while_revalidate,
+                stale_if_error: plan.cache.stale_if_error,
             };
-            let keys = route.cache.surrogate_keys(&found.captures);
+            let keys = plan.cache.surrogate_keys(&found.captures);
             let refresh = {
                 let (snapshot, cache, key, keys) =
                     (snapshot.clone(), cache.clone(), key.clone(), keys.clone());
@@ -160,7 +171,7 @@ async fn serve(
         }
     };
     respond(
-        route,
+        plan,
         &parts,
         &found.captures,
         authenticated,
@@ -170,12 +181,18 @@ async fn serve(
     )
 }
 
+fn deadline_exceeded(deadline: Deadline) -> GatewayError {
+    GatewayError::DeadlineExceeded {
+        budget: deadline.budget(),
+    }
+}
+
 /// Calls the upstream for a matched request and transcodes the answer.
 #[allow(clippy::too_many_arguments)]
 async fn fetch(
     snapshot: &Snapshot,
-    route: &Route,
-    captures: &[(usize, String)],
+    plan: &MethodPlan,
+    found: &RouteMatch,
     parts: &Parts,
     body: Bytes,
     identity: &Identity,
@@ -183,35 +200,35 @@ async fn fetch(
     deadline: Deadline,
 ) -> Result<Answer, GatewayError> {
     let framed = transcode::request(
-        route,
+        &plan.transcode,
         HttpInput {
-            captures,
+            captures: &found.captures,
             query: parts.uri.query(),
             content_type: parts.headers.get(header::CONTENT_TYPE),
             body,
             max_json_depth: snapshot.settings.limits.max_json_depth,
         },
     )?;
-    let upstream = &snapshot.upstreams[route.upstream];
+    let upstream = &snapshot.upstreams[plan.upstream.upstream];
     let call = UnaryRequest {
-        path: route.grpc_path.clone(),
+        path: plan.upstream.grpc_path.clone(),
         framed,
         metadata: metadata::upstream(
             parts,
-            &snapshot.settings,
+            &snapshot.settings.forwarding,
             request_id,
             identity,
-            route.auth.forward_authorization,
+            plan.auth.forward_authorization,
         ),
     };
     let called = Instant::now();
     let reply = upstream.call(call, deadline).await.map_err(|e| match e {
         CallError::Status { status, metadata } => {
             let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-            let allowlist = &snapshot.settings.forward_response;
+            let allowlist = &snapshot.settings.forwarding.response;
             metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
             if rendered.code == tonic::Code::NotFound
-                && let Some(control) = route.cache.not_found()
+                && let Some(control) = plan.cache.not_found()
             {
                 // The route opted into a short negative cache for 404s.
                 rendered
@@ -221,16 +238,14 @@ async fn fetch(
             GatewayError::Upstream(Box::new(rendered))
         }
         CallError::Transport(t) => GatewayError::Transport(t),
-        CallError::DeadlineExceeded => GatewayError::DeadlineExceeded {
-            budget: deadline.budget(),
-        },
+        CallError::DeadlineExceeded => deadline_exceeded(deadline),
     })?;
     let upstream_time = called.elapsed();
-    let reply_body = transcode::response(route, reply.message)?;
+    let reply_body = transcode::response(&plan.transcode, reply.message)?;
     let mut headers = HeaderMap::new();
     metadata::downstream(
         &[&reply.headers, &reply.trailers],
-        &snapshot.settings.forward_response,
+        &snapshot.settings.forwarding.response,
         &mut headers,
     );
     Ok(Answer {
@@ -257,14 +272,15 @@ async fn refetch(
     if let Some(peer) = peer {
         parts.extensions.insert(peer);
     }
-    let path = normalize(parts.uri.path()).map_err(|e| ClientError::InvalidPath(e.to_string()))?;
+    let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
     let found = snapshot.routes.find(&parts.method, &path)?;
-    let deadline = Deadline::start(found.route.timeout, None);
+    let plan = snapshot.plans.get(found.binding);
+    let deadline = Deadline::start(plan.upstream.timeout, None);
     let identity = Identity::anonymous();
     fetch(
         snapshot,
-        found.route,
-        &found.captures,
+        plan,
+        &found,
         &parts,
         Bytes::new(),
         &identity,
@@ -277,7 +293,7 @@ async fn refetch(
 /// Builds the HTTP answer: cache headers, 304 on a matching If-None-Match,
 /// no body for HEAD.
 fn respond(
-    route: &Route,
+    plan: &MethodPlan,
     parts: &Parts,
     captures: &[(usize, String)],
     authenticated: bool,
@@ -306,7 +322,7 @@ fn respond(
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age));
     }
-    let not_modified = route.cache.apply(
+    let not_modified = plan.cache.apply(
         &parts.method,
         &parts.headers,
         authenticated,
@@ -332,85 +348,9 @@ fn server_timing(name: &str, elapsed: std::time::Duration) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("gateway"))
 }
 
-/// Bounds checked before any work: path and query length, header count and size.
-fn check_request_limits(snapshot: &Snapshot, parts: &Parts) -> Result<(), ClientError> {
-    let limits = &snapshot.settings.limits;
-    let path_len = parts.uri.path().len();
-    if path_len > limits.max_path_bytes {
-        return Err(ClientError::UriTooLong {
-            what: "path",
-            len: path_len,
-            limit: limits.max_path_bytes,
-        });
-    }
-    let query_len = parts.uri.query().map_or(0, str::len);
-    if query_len > limits.max_query_bytes {
-        return Err(ClientError::UriTooLong {
-            what: "query string",
-            len: query_len,
-            limit: limits.max_query_bytes,
-        });
-    }
-    if parts.headers.len() > limits.max_headers {
-        return Err(ClientError::HeadersTooLarge {
-            what: "header count",
-            size: parts.headers.len(),
-            limit: limits.max_headers,
-        });
-    }
-    // Names, values and the ": " and CRLF around them, as on the wire.
-    let header_bytes: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > limits.max_header_bytes {
-        return Err(ClientError::HeadersTooLarge {
-            what: "header bytes",
-            size: header_bytes,
-            limit: limits.max_header_bytes,
-        });
-    }
-    Ok(())
-}
-
 /// A client's `grpc-timeout`, if it sent one; malformed is a 400.
-fn client_timeout(headers: &HeaderMap) -> Result<Option<std::time::Duration>, ClientError> {
-    headers
-        .get(GRPC_TIMEOUT)
-        .map(deadline::decode)
-        .transpose()
-        .map_err(|e| ClientError::InvalidHeader {
-            name: "grpc-timeout",
-            reason: e.to_string(),
-        })
-}
-
-/// Reads the whole body, bounded in size (after decompression) and in time.
-async fn read_body(
-    body: Body,
+fn client_timeout(
     headers: &HeaderMap,
-    limit: usize,
-    deadline: Deadline,
-) -> Result<Bytes, GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64)
-        && !headers.contains_key(header::CONTENT_ENCODING)
-    {
-        return Err(ClientError::BodyTooLarge { limit }.into());
-    }
-    let read = Limited::new(body, limit).collect();
-    match tokio::time::timeout_at(deadline.instant(), read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ClientError::BodyTooLarge { limit }.into())
-        }
-        Ok(Err(e)) => Err(ClientError::UnreadableBody(e.to_string()).into()),
-        Err(_) => Err(GatewayError::DeadlineExceeded {
-            budget: deadline.budget(),
-        }),
-    }
+) -> Result<Option<std::time::Duration>, deadline::InvalidTimeout> {
+    headers.get(GRPC_TIMEOUT).map(deadline::decode).transpose()
 }

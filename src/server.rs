@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -18,6 +19,19 @@ use tower::ServiceExt;
 
 use crate::metadata::ClientAddr;
 use crate::snapshot::Settings;
+
+/// The public listener's settings, compiled from `[server]`.
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// How long a client may take to send an HTTP/1 request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight calls may finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Concurrent streams per client HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits up to
 /// the configured grace period for in-flight requests.
@@ -56,8 +70,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace = ?settings.server.shutdown_grace, "shutting down; draining connections");
-    if tokio::time::timeout(settings.server.shutdown_grace, graceful.shutdown())
+    tracing::info!(grace = ?settings.listener.shutdown_grace, "shutting down; draining connections");
+    if tokio::time::timeout(settings.listener.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -72,7 +86,7 @@ fn connection_builder(settings: &Settings) -> Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.server.header_read_timeout)
+        .header_read_timeout(settings.listener.header_read_timeout)
         // hyper answers 431 itself above these; the pipeline applies the
         // configured limits first, with a JSON body.
         .max_headers(limits.max_headers.saturating_mul(2).max(16))
@@ -82,7 +96,7 @@ fn connection_builder(settings: &Settings) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.server.http2_max_concurrent_streams)
+        .max_concurrent_streams(settings.listener.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

@@ -1,17 +1,34 @@
 //! Upstream gRPC services: each a named [`Pool`] of long-lived HTTP/2
-//! connections, called with a [`Deadline`].
+//! connections, called with a [`Deadline`]. A binding's [`Target`] says
+//! which upstream and method it calls and with what budget.
 
 pub mod deadline;
+pub mod error;
 pub mod grpc;
 pub mod pool;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
+
 pub use deadline::Deadline;
-pub use grpc::{CallError, UnaryReply, UnaryRequest};
+pub use error::{CallError, TransportError};
+pub use grpc::{UnaryReply, UnaryRequest};
 pub use pool::{Pool, PoolConfig};
+
+/// The upstream piece of a method plan: where a binding's calls go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Index of the upstream in the snapshot's upstream list.
+    pub upstream: usize,
+    /// Upstream name, for `check` and logs.
+    pub upstream_name: Arc<str>,
+    /// `/package.Service/Method`, built once.
+    pub grpc_path: PathAndQuery,
+    /// Deadline budget, and the cap on a client's grpc-timeout.
+    pub timeout: Duration,
+}
 
 /// One upstream service.
 #[derive(Debug)]
@@ -26,12 +43,30 @@ pub struct Upstream {
     pub max_message_bytes: usize,
 }
 
-/// Every upstream, by name.
-pub type Upstreams = HashMap<String, Arc<Upstream>>;
+/// How one upstream is reached, compiled; dialled by [`Upstream::start`].
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The pool's connection settings.
+    pub pool: PoolConfig,
+    /// Default deadline budget of its routes.
+    pub timeout: Duration,
+    /// Largest response message accepted.
+    pub max_message_bytes: usize,
+}
 
 // === impl Upstream ===
 
 impl Upstream {
+    /// Dials the pool and waits for its first attempts (see [`Pool::start`]).
+    pub async fn start(config: UpstreamConfig) -> Upstream {
+        Upstream {
+            name: config.pool.name.clone(),
+            pool: Pool::start(config.pool).await,
+            timeout: config.timeout,
+            max_message_bytes: config.max_message_bytes,
+        }
+    }
+
     /// Makes one unary call within `deadline`.
     pub async fn call(
         &self,

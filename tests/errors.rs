@@ -415,8 +415,8 @@ fn bookstore_on(
     listener: TcpListener,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<()> {
-    let service = protogate::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
-        protogate::demo::Store::with_sample_data(),
+    let service = protogate::cli::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
+        protogate::cli::demo::Store::with_sample_data(),
     );
     let incoming = tokio_stream_of(listener);
     tokio::spawn(async move {

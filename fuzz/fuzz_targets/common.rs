@@ -1,12 +1,24 @@
-//! A compiled route table over testing/v1/everything.proto, built once.
+//! A compiled snapshot over testing/v1/everything.proto, built once.
 
 use std::sync::OnceLock;
 
-use protogate::route::RouteTable;
+use protogate::route::{RouteMatch, RouteTable};
+use protogate::snapshot::Compiled;
+use protogate::transcode;
 
 pub fn table() -> &'static RouteTable {
-    static TABLE: OnceLock<RouteTable> = OnceLock::new();
-    TABLE.get_or_init(|| {
+    &compiled().routes
+}
+
+/// The transcoding plan of a found binding (not every target needs it).
+#[allow(dead_code)]
+pub fn plan(found: &RouteMatch) -> &'static transcode::Plan {
+    &compiled().plans.get(found.binding).transcode
+}
+
+fn compiled() -> &'static Compiled {
+    static COMPILED: OnceLock<Compiled> = OnceLock::new();
+    COMPILED.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("routes.toml");
         let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto");
@@ -20,6 +32,6 @@ pub fn table() -> &'static RouteTable {
         )
         .expect("write");
         let loaded = protogate::config::load(&path).expect("parses");
-        protogate::snapshot::compile(&loaded).expect("compiles").routes
+        protogate::snapshot::compile(&loaded).expect("compiles")
     })
 }

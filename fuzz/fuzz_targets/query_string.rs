@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let path = normalize("/v1/echo").expect("valid");
     let found = common::table().find(&http::Method::GET, &path).expect("route");
     let _ = transcode::request(
-        found.route,
+        common::plan(&found),
         HttpInput { captures: &found.captures, query: Some(query), content_type: None, body: Bytes::new(), max_json_depth: 64 },
     );
 });

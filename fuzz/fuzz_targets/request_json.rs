@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let found = common::table().find(&http::Method::POST, &path).expect("route");
     let json = http::HeaderValue::from_static("application/json");
     let _ = transcode::request(
-        found.route,
+        common::plan(&found),
         HttpInput {
             captures: &found.captures,
             query: None,

@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::api_key::{ApiKeys, parse_digest};
 use super::jwks::{Jwks, JwksConfig};
 use super::jwt::{JwtProvider, KeySet, Keys, family_of};
-use super::{AuthPolicy, Source, Way};
+use super::{Policy, Source, Way};
 use crate::config::ConfigError;
 use crate::config::auth::{
     ApiKeyEntry, ApiKeysFile, AuthSection, AuthSetting, JwtProviderSection, RouteAuth, TokenSource,
@@ -390,7 +390,7 @@ pub fn policy(
     providers: &Providers,
     fallback: std::ops::Range<usize>,
     errors: &mut Vec<ConfigError>,
-) -> Option<AuthPolicy> {
+) -> Option<Policy> {
     let Some(setting) = method.auth.as_ref().or(route.auth.as_ref()) else {
         errors.push(
             ConfigError::at(fallback, "this route has no auth policy")
@@ -472,7 +472,7 @@ pub fn policy(
         .map(|n| n.as_str())
         .collect::<Vec<_>>()
         .join("|");
-    Some(AuthPolicy {
+    Some(Policy {
         ways,
         scopes,
         claims,

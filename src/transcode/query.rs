@@ -11,32 +11,32 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
+use super::TranscodeError;
+use super::plan::{BodyRule, Plan};
 use super::{FieldPath, text};
-use crate::error::ClientError;
-use crate::route::{BodyRule, Route};
 
 const IN_QUERY: &str = " in the query string";
 
 /// Applies every `key=value` pair of `query` to `message`.
-pub fn apply(message: &mut DynamicMessage, route: &Route, query: &str) -> Result<(), ClientError> {
+pub fn apply(message: &mut DynamicMessage, plan: &Plan, query: &str) -> Result<(), TranscodeError> {
     let descriptor = message.descriptor();
     let mut seen_singular: Vec<FieldPath> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let key = decode(raw_key)?;
-        if route.reserved_query.iter().any(|r| *r == key) {
+        if plan.reserved_query.iter().any(|r| *r == key) {
             // A credential, already consumed by authentication.
             continue;
         }
         let value = decode(raw_value)?;
-        let unknown = || ClientError::UnknownField {
+        let unknown = || TranscodeError::UnknownField {
             field: key.to_string(),
             context: IN_QUERY,
         };
-        if matches!(route.body, BodyRule::Whole) {
+        if matches!(plan.body, BodyRule::Whole) {
             // body "*" binds every field not in the path: none is left for the query.
-            if route.json.deny_unknown_query {
-                return Err(ClientError::InvalidField {
+            if plan.json.deny_unknown_query {
+                return Err(TranscodeError::InvalidField {
                     field: key.to_string(),
                     reason: "this route takes every field from the body; query parameters are not accepted".into(),
                 });
@@ -45,23 +45,23 @@ pub fn apply(message: &mut DynamicMessage, route: &Route, query: &str) -> Result
         }
         let path = match FieldPath::resolve(&descriptor, &key) {
             Ok(path) => path,
-            Err(_) if !route.json.deny_unknown_query => continue,
+            Err(_) if !plan.json.deny_unknown_query => continue,
             Err(_) => return Err(unknown()),
         };
-        if let Some(bound) = route
+        if let Some(bound) = plan
             .variables
             .iter()
             .find(|v| path.is_within(v) || v.is_within(&path))
         {
-            return Err(ClientError::InvalidField {
+            return Err(TranscodeError::InvalidField {
                 field: path.to_string(),
                 reason: format!("already bound by the path variable {{{bound}}}"),
             });
         }
-        if let BodyRule::Field(body) = &route.body
+        if let BodyRule::Field(body) = &plan.body
             && (path.is_within(body) || body.is_within(&path))
         {
-            return Err(ClientError::InvalidField {
+            return Err(TranscodeError::InvalidField {
                 field: path.to_string(),
                 reason: format!("already bound by the request body field '{body}'"),
             });
@@ -76,8 +76,8 @@ fn set(
     path: &FieldPath,
     value: &str,
     seen_singular: &mut Vec<FieldPath>,
-) -> Result<(), ClientError> {
-    let invalid = |reason: String| ClientError::InvalidField {
+) -> Result<(), TranscodeError> {
+    let invalid = |reason: String| TranscodeError::InvalidField {
         field: path.to_string(),
         reason,
     };
@@ -142,7 +142,7 @@ fn oneof_conflict(message: &DynamicMessage, path: &FieldPath) -> Option<(String,
 }
 
 /// Percent-decodes a query component; `+` means space (HTML form encoding).
-fn decode(raw: &str) -> Result<Cow<'_, str>, ClientError> {
+fn decode(raw: &str) -> Result<Cow<'_, str>, TranscodeError> {
     let spaced: Cow<'_, str> = if raw.contains('+') {
         Cow::Owned(raw.replace('+', " "))
     } else {
@@ -155,13 +155,13 @@ fn decode(raw: &str) -> Result<Cow<'_, str>, ClientError> {
     let decoded = percent_decode(spaced.as_bytes())
         .decode_utf8()
         .map_err(|_| {
-            ClientError::InvalidPath("the query string is not valid UTF-8 once decoded".into())
+            TranscodeError::InvalidQuery("the query string is not valid UTF-8 once decoded".into())
         })?;
     Ok(Cow::Owned(decoded.into_owned()))
 }
 
 /// percent_decode passes invalid escapes through; a gateway must not guess.
-fn check_escapes(text: &str) -> Result<(), ClientError> {
+fn check_escapes(text: &str) -> Result<(), TranscodeError> {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -169,7 +169,7 @@ fn check_escapes(text: &str) -> Result<(), ClientError> {
             let valid = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !valid {
-                return Err(ClientError::InvalidPath(format!(
+                return Err(TranscodeError::InvalidQuery(format!(
                     "invalid percent-escape in the query string at byte {i}"
                 )));
             }

@@ -7,9 +7,9 @@ use http::HeaderValue;
 use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, Value};
 
+use super::TranscodeError;
+use super::plan::{BodyRule, Plan};
 use super::{FieldPath, HTTP_BODY, query, text};
-use crate::error::ClientError;
-use crate::route::{BodyRule, Route};
 use crate::upstream::grpc::frame;
 
 /// The parts of an HTTP request that feed the gRPC message.
@@ -27,27 +27,27 @@ pub struct HttpInput<'a> {
     pub max_json_depth: usize,
 }
 
-/// Builds and frames the request message for `route`.
-pub fn request(route: &Route, input: HttpInput<'_>) -> Result<Bytes, ClientError> {
-    let descriptor = route.method.input();
-    let mut message = match &route.body {
+/// Builds and frames the request message for the binding `plan` describes.
+pub fn request(plan: &Plan, input: HttpInput<'_>) -> Result<Bytes, TranscodeError> {
+    let descriptor = plan.method.input();
+    let mut message = match &plan.body {
         BodyRule::None if !input.body.is_empty() => {
-            return Err(ClientError::InvalidField {
+            return Err(TranscodeError::InvalidField {
                 field: "(body)".into(),
                 reason: "this route takes no request body; send the fields in the query string"
                     .into(),
             });
         }
         BodyRule::None => DynamicMessage::new(descriptor),
-        BodyRule::Whole => body_message(route, &descriptor, None, &input)?,
-        BodyRule::Field(path) => body_message(route, &descriptor, Some(path), &input)?,
+        BodyRule::Whole => body_message(plan, &descriptor, None, &input)?,
+        BodyRule::Field(path) => body_message(plan, &descriptor, Some(path), &input)?,
     };
     for (index, value) in input.captures {
-        let Some(field) = route.variables.get(*index) else {
+        let Some(field) = plan.variables.get(*index) else {
             continue;
         };
         let parsed = text::parse(&field.leaf().kind(), value).map_err(|reason| {
-            ClientError::InvalidField {
+            TranscodeError::InvalidField {
                 field: field.to_string(),
                 reason,
             }
@@ -55,17 +55,17 @@ pub fn request(route: &Route, input: HttpInput<'_>) -> Result<Bytes, ClientError
         field.set(&mut message, parsed);
     }
     if let Some(query) = input.query.filter(|q| !q.is_empty()) {
-        query::apply(&mut message, route, query)?;
+        query::apply(&mut message, plan, query)?;
     }
     Ok(frame(|buf| message.encode_raw(buf), message.encoded_len()))
 }
 
 fn body_message(
-    route: &Route,
+    plan: &Plan,
     descriptor: &MessageDescriptor,
     field: Option<&FieldPath>,
     input: &HttpInput<'_>,
-) -> Result<DynamicMessage, ClientError> {
+) -> Result<DynamicMessage, TranscodeError> {
     let target_is_http_body = match field {
         None => descriptor.full_name() == HTTP_BODY,
         Some(path) => {
@@ -80,11 +80,11 @@ fn body_message(
     }
     check_json_content_type(input.content_type)?;
     if exceeds_depth(&input.body, input.max_json_depth) {
-        return Err(ClientError::JsonTooDeep {
+        return Err(TranscodeError::JsonTooDeep {
             limit: input.max_json_depth,
         });
     }
-    let options = DeserializeOptions::new().deny_unknown_fields(route.json.deny_unknown_fields);
+    let options = DeserializeOptions::new().deny_unknown_fields(plan.json.deny_unknown_fields);
     match field {
         None => parse_json(descriptor, &input.body, &options, 0),
         Some(path) => {
@@ -135,7 +135,7 @@ fn parse_json(
     json: &[u8],
     options: &DeserializeOptions,
     column_offset: usize,
-) -> Result<DynamicMessage, ClientError> {
+) -> Result<DynamicMessage, TranscodeError> {
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let message =
         DynamicMessage::deserialize_with_options(descriptor.clone(), &mut deserializer, options)
@@ -144,7 +144,7 @@ fn parse_json(
     Ok(message)
 }
 
-fn json_error(error: &serde_json::Error, column_offset: usize) -> ClientError {
+fn json_error(error: &serde_json::Error, column_offset: usize) -> TranscodeError {
     let line = error.line();
     // The wrapper prefix sits on line 1; report columns of the client's body.
     let column = if line == 1 {
@@ -163,21 +163,21 @@ fn json_error(error: &serde_json::Error, column_offset: usize) -> ClientError {
         .or_else(|| message.strip_prefix("unrecognized field name `"))
         .and_then(|rest| rest.strip_suffix('\'').or_else(|| rest.strip_suffix('`')))
     {
-        return ClientError::UnknownField {
+        return TranscodeError::UnknownField {
             field: name.to_string(),
             context: " in the request body",
         };
     }
-    ClientError::MalformedJson {
+    TranscodeError::MalformedJson {
         message,
         line,
         column,
     }
 }
 
-fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), ClientError> {
+fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), TranscodeError> {
     let Some(value) = content_type else {
-        return Err(ClientError::UnsupportedMediaType {
+        return Err(TranscodeError::UnsupportedMediaType {
             got: String::new(),
             expected: "application/json",
         });
@@ -194,7 +194,7 @@ fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), Cli
     if is_json {
         Ok(())
     } else {
-        Err(ClientError::UnsupportedMediaType {
+        Err(TranscodeError::UnsupportedMediaType {
             got: text.to_string(),
             expected: "application/json",
         })

@@ -7,9 +7,9 @@ use http::HeaderValue;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
 use super::HTTP_BODY;
-use crate::error::{GatewayError, TransportError};
+use super::TranscodeError;
+use super::plan::Plan;
 use crate::headers::CONTENT_TYPE_JSON;
-use crate::route::Route;
 
 /// The HTTP answer's body and content type.
 #[derive(Debug)]
@@ -20,39 +20,36 @@ pub struct HttpReply {
     pub content_type: HeaderValue,
 }
 
-/// Decodes `message` (the output type of `route`'s method) and renders it.
-pub fn response(route: &Route, message: Bytes) -> Result<HttpReply, GatewayError> {
-    let decoded = DynamicMessage::decode(route.method.output(), message).map_err(|e| {
-        GatewayError::Transport(TransportError::BadResponse {
-            upstream: route.upstream_name.clone(),
-            reason: format!(
-                "undecodable {} message: {e}",
-                route.method.output().full_name()
-            ),
-        })
+/// Decodes `message` (the output type of the plan's method) and renders it.
+pub fn response(plan: &Plan, message: Bytes) -> Result<HttpReply, TranscodeError> {
+    let decoded = DynamicMessage::decode(plan.method.output(), message).map_err(|e| {
+        TranscodeError::UndecodableResponse {
+            message_type: plan.method.output().full_name().to_string(),
+            reason: e.to_string(),
+        }
     })?;
-    let Some(path) = &route.response_body else {
-        return render_message(route, &decoded);
+    let Some(path) = &plan.response_body else {
+        return render_message(plan, &decoded);
     };
     let leaf = path.leaf();
     match (leaf.kind(), leaf.is_list() || leaf.is_map()) {
         (Kind::Message(descriptor), false) => {
             let value = path.get(&decoded);
             match value.as_deref() {
-                Some(Value::Message(inner)) => render_message(route, inner),
-                _ => render_message(route, &DynamicMessage::new(descriptor)),
+                Some(Value::Message(inner)) => render_message(plan, inner),
+                _ => render_message(plan, &DynamicMessage::new(descriptor)),
             }
         }
-        _ => render_field(route, &decoded),
+        _ => render_field(plan, &decoded),
     }
 }
 
-fn render_message(route: &Route, message: &DynamicMessage) -> Result<HttpReply, GatewayError> {
+fn render_message(plan: &Plan, message: &DynamicMessage) -> Result<HttpReply, TranscodeError> {
     if message.descriptor().full_name() == HTTP_BODY {
         return Ok(http_body(message));
     }
     let cannot_render = |e: &dyn std::fmt::Display| {
-        GatewayError::Internal(format!(
+        TranscodeError::Render(format!(
             "cannot render {}: {e}",
             message.descriptor().full_name()
         ))
@@ -61,14 +58,14 @@ fn render_message(route: &Route, message: &DynamicMessage) -> Result<HttpReply, 
     message
         .serialize_with_options(
             &mut serde_json::Serializer::new(&mut body),
-            &route.json.serialize,
+            &plan.json.serialize,
         )
         .map_err(|e| cannot_render(&e))?;
     // prost-reflect writes a NaN or infinite DoubleValue/FloatValue as `null`
     // (which reads back as "unset"); only then is the slower, patched rendering needed.
     if body.windows(4).any(|w| w == b"null") {
         let mut json = message
-            .serialize_with_options(serde_json::value::Serializer, &route.json.serialize)
+            .serialize_with_options(serde_json::value::Serializer, &plan.json.serialize)
             .map_err(|e| cannot_render(&e))?;
         restore_non_finite(message, &mut json);
         body = serde_json::to_vec(&json).map_err(|e| cannot_render(&e))?;
@@ -81,9 +78,9 @@ fn render_message(route: &Route, message: &DynamicMessage) -> Result<HttpReply, 
 
 /// A non-message response_body (a scalar, list or map): rendered through its
 /// containing message so the proto3 JSON rules apply, then taken out.
-fn render_field(route: &Route, decoded: &DynamicMessage) -> Result<HttpReply, GatewayError> {
-    let Some(path) = &route.response_body else {
-        return render_message(route, decoded);
+fn render_field(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, TranscodeError> {
+    let Some(path) = &plan.response_body else {
+        return render_message(plan, decoded);
     };
     let leaf = path.leaf();
     let parent_descriptor = leaf.parent_message().clone();
@@ -91,17 +88,17 @@ fn render_field(route: &Route, decoded: &DynamicMessage) -> Result<HttpReply, Ga
     if let Some(value) = path.get(decoded) {
         parent.set_field(leaf, value.into_owned());
     }
-    let options = route.json.serialize.clone().skip_default_fields(false);
+    let options = plan.json.serialize.clone().skip_default_fields(false);
     let mut json = parent
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .map_err(|e| GatewayError::Internal(format!("cannot render response_body: {e}")))?;
+        .map_err(|e| TranscodeError::Render(format!("cannot render response_body: {e}")))?;
     restore_non_finite(&parent, &mut json);
     let value = json
         .get(leaf.json_name())
         .or_else(|| json.get(leaf.name()))
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let body = serde_json::to_vec(&value).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let body = serde_json::to_vec(&value).map_err(|e| TranscodeError::Render(e.to_string()))?;
     Ok(HttpReply {
         body: body.into(),
         content_type: CONTENT_TYPE_JSON,

@@ -10,7 +10,23 @@ use base64::engine::general_purpose::STANDARD;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions, Value};
 use serde_json::json;
 
-use crate::error::UpstreamStatus;
+use tonic::Code;
+
+/// A non-OK gRPC status from the upstream, with its details already rendered
+/// as JSON (rendering needs the descriptor pool, which the caller has).
+#[derive(Debug, Clone)]
+pub struct UpstreamStatus {
+    /// The gRPC code.
+    pub code: Code,
+    /// The service's message.
+    pub message: String,
+    /// `google.protobuf.Any` details, as proto3 JSON with `@type`.
+    pub details: Vec<serde_json::Value>,
+    /// From a `google.rpc.RetryInfo` detail, if any.
+    pub retry_after: Option<Duration>,
+    /// Allowlisted upstream metadata to return as response headers.
+    pub headers: http::HeaderMap,
+}
 
 /// Turns a tonic status into the gateway's rendering of it.
 pub fn upstream_status(status: &tonic::Status, pool: &DescriptorPool) -> UpstreamStatus {

@@ -28,9 +28,19 @@ pub struct InvalidTimeout(pub String);
 impl Deadline {
     /// Starts the clock now: the route's budget, capped by the client's ask.
     pub fn start(route_timeout: Duration, client_timeout: Option<Duration>) -> Deadline {
+        Deadline::started_at(Instant::now(), route_timeout, client_timeout)
+    }
+
+    /// The deadline of a request whose head arrived at `received`: work done
+    /// since then (authentication, a key fetch) is already spent.
+    pub fn started_at(
+        received: Instant,
+        route_timeout: Duration,
+        client_timeout: Option<Duration>,
+    ) -> Deadline {
         let budget = client_timeout.map_or(route_timeout, |client| client.min(route_timeout));
         Deadline {
-            at: Instant::now() + budget,
+            at: received + budget,
             budget,
         }
     }

@@ -12,8 +12,8 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::deadline::Deadline;
+use super::error::{CallError, TransportError};
 use super::pool::Pool;
-use crate::error::TransportError;
 use crate::headers::{CONTENT_TYPE_GRPC, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS};
 
 /// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
@@ -39,22 +39,6 @@ pub struct UnaryReply {
     pub headers: HeaderMap,
     /// Trailers.
     pub trailers: HeaderMap,
-}
-
-/// Why a call did not produce a message.
-#[derive(Debug)]
-pub enum CallError {
-    /// The service answered with a non-OK status.
-    Status {
-        /// The status, with its details bytes.
-        status: tonic::Status,
-        /// Response headers merged with trailers, for metadata forwarding.
-        metadata: HeaderMap,
-    },
-    /// The network or protocol failed.
-    Transport(TransportError),
-    /// The deadline ran out; the call was cancelled.
-    DeadlineExceeded,
 }
 
 /// Frames an encoded message: uncompressed flag, big-endian length, bytes.

@@ -159,8 +159,8 @@ pub async fn spawn_bookstore_with(max_streams: Option<u32>) -> (SocketAddr, Arc<
             Some((result, listener))
         }
     });
-    let service = protogate::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
-        protogate::demo::Store::with_sample_data(),
+    let service = protogate::cli::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
+        protogate::cli::demo::Store::with_sample_data(),
     );
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()

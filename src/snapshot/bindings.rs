@@ -9,15 +9,15 @@ use http::Method;
 use prost_reflect::{ExtensionDescriptor, Kind, MethodDescriptor, Value};
 use toml::Spanned;
 
-use super::BodyRule;
-use super::template::PathTemplate;
 use crate::config::ConfigError;
 use crate::config::file::HttpRuleSection;
+use crate::route::template::PathTemplate;
+use crate::transcode::BodyRule;
 use crate::transcode::{FieldPath, text};
 
 /// A google.api.HttpRule, from either source, with where it was written.
 #[derive(Debug, Clone)]
-pub struct HttpRule {
+pub(super) struct HttpRule {
     /// HTTP method and path template text.
     pub pattern: (Method, String),
     /// `*`, a field path, or empty.
@@ -35,7 +35,7 @@ pub struct HttpRule {
 
 /// Places of a routes.toml rule's values; all `None` for annotations.
 #[derive(Debug, Clone, Default)]
-pub struct ValueSpans {
+pub(super) struct ValueSpans {
     /// The path template string.
     pub template: Option<Range<usize>>,
     /// The `body` string.
@@ -54,7 +54,7 @@ enum Part {
 
 /// One checked binding.
 #[derive(Debug, Clone)]
-pub struct Binding {
+pub(super) struct Binding {
     /// HTTP method.
     pub http_method: Method,
     /// Parsed path template.
@@ -73,7 +73,7 @@ pub struct Binding {
 
 impl HttpRule {
     /// Reads the method's `google.api.http` annotation, if it has one.
-    pub fn from_annotation(
+    pub(super) fn from_annotation(
         method: &MethodDescriptor,
         http: &ExtensionDescriptor,
     ) -> Option<HttpRule> {
@@ -134,7 +134,7 @@ impl HttpRule {
     }
 
     /// Reads a routes.toml `http = {...}` rule.
-    pub fn from_config(section: &Spanned<HttpRuleSection>) -> Result<HttpRule, ConfigError> {
+    pub(super) fn from_config(section: &Spanned<HttpRuleSection>) -> Result<HttpRule, ConfigError> {
         let span = section.span();
         let rule = section.get_ref();
         let mut patterns = Vec::new();
@@ -204,7 +204,7 @@ impl HttpRule {
 
 /// Checks a rule (and its additional bindings) against the method's messages.
 /// Errors carry `fallback_span` when the rule itself has no place in routes.toml.
-pub fn bindings(
+pub(super) fn bindings(
     method: &MethodDescriptor,
     rule: &HttpRule,
     fallback_span: Range<usize>,

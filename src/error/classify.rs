@@ -1,0 +1,138 @@
+//! How each stage's error is answered: HTTP status, google.rpc.Code and the
+//! stable ErrorInfo reason. One table per stage, so a new variant fails to
+//! compile until it is classified here.
+
+use http::StatusCode;
+use tonic::Code;
+
+use crate::auth::AuthError;
+use crate::limits::LimitError;
+use crate::route::RouteError;
+use crate::transcode::TranscodeError;
+use crate::upstream::TransportError;
+
+/// An error's HTTP status, gRPC code and ErrorInfo reason.
+pub(super) struct Class {
+    pub status: StatusCode,
+    pub code: Code,
+    pub reason: &'static str,
+}
+
+const fn class(status: StatusCode, code: Code, reason: &'static str) -> Class {
+    Class {
+        status,
+        code,
+        reason,
+    }
+}
+
+const BAD_REQUEST: StatusCode = StatusCode::BAD_REQUEST;
+const INVALID: Code = Code::InvalidArgument;
+
+pub(super) fn route(error: &RouteError) -> Class {
+    match error {
+        RouteError::NotFound { .. } => {
+            class(StatusCode::NOT_FOUND, Code::NotFound, "ROUTE_NOT_FOUND")
+        }
+        RouteError::MethodNotAllowed { .. } => class(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unimplemented,
+            "METHOD_NOT_ALLOWED",
+        ),
+        RouteError::InvalidPath(_) => class(BAD_REQUEST, INVALID, "INVALID_PATH"),
+    }
+}
+
+pub(super) fn limit(error: &LimitError) -> Class {
+    match error {
+        LimitError::UriTooLong { .. } => class(StatusCode::URI_TOO_LONG, INVALID, "URI_TOO_LONG"),
+        LimitError::HeadersTooLarge { .. } => class(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            INVALID,
+            "HEADERS_TOO_LARGE",
+        ),
+        LimitError::BodyTooLarge { .. } => {
+            class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "BODY_TOO_LARGE")
+        }
+        LimitError::UnreadableBody(_) => class(BAD_REQUEST, INVALID, "UNREADABLE_BODY"),
+        LimitError::BodyTimeout => class(
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::DeadlineExceeded,
+            "DEADLINE_EXHAUSTED",
+        ),
+    }
+}
+
+pub(super) fn transcode(error: &TranscodeError) -> Class {
+    match error {
+        TranscodeError::MalformedJson { .. } => class(BAD_REQUEST, INVALID, "MALFORMED_JSON"),
+        TranscodeError::JsonTooDeep { .. } => class(BAD_REQUEST, INVALID, "JSON_TOO_DEEP"),
+        TranscodeError::InvalidField { .. } => class(BAD_REQUEST, INVALID, "INVALID_FIELD"),
+        TranscodeError::UnknownField { .. } => class(BAD_REQUEST, INVALID, "UNKNOWN_FIELD"),
+        // The query is part of the request target, as the path is.
+        TranscodeError::InvalidQuery(_) => class(BAD_REQUEST, INVALID, "INVALID_PATH"),
+        TranscodeError::UnsupportedMediaType { .. } => class(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        // The upstream's fault, as a transport-level bad response is: a gRPC
+        // client would see INTERNAL for a message it cannot parse.
+        TranscodeError::UndecodableResponse { .. } => class(
+            StatusCode::BAD_GATEWAY,
+            Code::Internal,
+            "UPSTREAM_BAD_RESPONSE",
+        ),
+        TranscodeError::Render(_) => class(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
+            "INTERNAL",
+        ),
+    }
+}
+
+pub(super) fn auth(error: &AuthError) -> Class {
+    match error {
+        AuthError::Missing => class(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            "CREDENTIALS_MISSING",
+        ),
+        AuthError::Invalid(_) => class(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            "CREDENTIALS_INVALID",
+        ),
+        AuthError::Forbidden { .. } => class(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        ),
+        AuthError::KeysUnavailable(_) => class(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "AUTH_KEYS_UNAVAILABLE",
+        ),
+    }
+}
+
+pub(super) fn transport(error: &TransportError) -> Class {
+    match error {
+        TransportError::Unreachable { .. } => class(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "UPSTREAM_UNREACHABLE",
+        ),
+        TransportError::ConnectionLost { .. } => class(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "UPSTREAM_CONNECTION_LOST",
+        ),
+        // A gRPC client would see INTERNAL for a response it cannot parse.
+        TransportError::BadResponse { .. } => class(
+            StatusCode::BAD_GATEWAY,
+            Code::Internal,
+            "UPSTREAM_BAD_RESPONSE",
+        ),
+    }
+}

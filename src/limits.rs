@@ -1,0 +1,139 @@
+//! The request's bounds, checked before any work: path and query length,
+//! header count and size, and the body read, bounded in size (after
+//! decompression) and in time.
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, Limited};
+
+use crate::upstream::Deadline;
+
+/// The request limits, compiled from `[limits]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, measured after decompression.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted in a body.
+    pub max_json_depth: usize,
+    /// Longest request path.
+    pub max_path_bytes: usize,
+    /// Longest query string.
+    pub max_query_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+}
+
+/// A request over a limit, or whose body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// The path or query string is longer than the configured limit.
+    #[error("{what} is {len} bytes, over the limit of {limit}")]
+    UriTooLong {
+        /// "path" or "query string".
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many request headers, or too many bytes of them.
+    #[error("request {what} is {size}, over the limit of {limit}")]
+    HeadersTooLarge {
+        /// "header count" or "header bytes".
+        what: &'static str,
+        /// What the request has.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The decompressed body is larger than the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (a framing error, a bad compression stream).
+    #[error("could not read the request body: {0}")]
+    UnreadableBody(String),
+    /// The deadline ran out while the body was still arriving.
+    #[error("the request body did not arrive within the deadline")]
+    BodyTimeout,
+}
+
+// === impl Limits ===
+
+impl Limits {
+    /// Checks the request head: path and query length, header count and size.
+    pub fn check_head(&self, parts: &Parts) -> Result<(), LimitError> {
+        let path_len = parts.uri.path().len();
+        if path_len > self.max_path_bytes {
+            return Err(LimitError::UriTooLong {
+                what: "path",
+                len: path_len,
+                limit: self.max_path_bytes,
+            });
+        }
+        let query_len = parts.uri.query().map_or(0, str::len);
+        if query_len > self.max_query_bytes {
+            return Err(LimitError::UriTooLong {
+                what: "query string",
+                len: query_len,
+                limit: self.max_query_bytes,
+            });
+        }
+        if parts.headers.len() > self.max_headers {
+            return Err(LimitError::HeadersTooLarge {
+                what: "header count",
+                size: parts.headers.len(),
+                limit: self.max_headers,
+            });
+        }
+        // Names, values and the ": " and CRLF around them, as on the wire.
+        let header_bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > self.max_header_bytes {
+            return Err(LimitError::HeadersTooLarge {
+                what: "header bytes",
+                size: header_bytes,
+                limit: self.max_header_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the whole body, bounded in size (after decompression) and by
+    /// the request's deadline.
+    pub async fn read_body(
+        &self,
+        body: Body,
+        headers: &HeaderMap,
+        deadline: Deadline,
+    ) -> Result<Bytes, LimitError> {
+        let limit = self.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64)
+            && !headers.contains_key(header::CONTENT_ENCODING)
+        {
+            return Err(LimitError::BodyTooLarge { limit });
+        }
+        let read = Limited::new(body, limit).collect();
+        match tokio::time::timeout_at(deadline.instant(), read).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(LimitError::BodyTooLarge { limit })
+            }
+            Ok(Err(e)) => Err(LimitError::UnreadableBody(e.to_string())),
+            Err(_) => Err(LimitError::BodyTimeout),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Compiles the gateway-wide sections of routes.toml: `[server]`,
+//! `[limits]`, `[headers]`, `[cors]`, `[compression]` and `[admin]`. Every
+//! value is validated here, each mistake reported at its place, so the
+//! request path reads only compiled values.
+
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use toml::Spanned;
+
+use super::Settings;
+use crate::config::edge::CorsSection;
+use crate::config::{ConfigError, RoutesFile};
+use crate::edge::{Compression, Cors, EdgePolicy};
+use crate::headers::is_forwardable;
+use crate::limits::Limits;
+use crate::metadata::Forwarding;
+use crate::server::ListenerSettings;
+
+/// How long browsers may cache a preflight answer when `[cors]` says nothing.
+const DEFAULT_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// Compiles the gateway-wide settings, reporting every mistake.
+pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Settings {
+    let server = &file.server;
+    let limits = &file.limits;
+    Settings {
+        listener: ListenerSettings {
+            listen: server.listen,
+            header_read_timeout: server.header_read_timeout,
+            shutdown_grace: server.shutdown_grace,
+            http2_max_concurrent_streams: server.http2_max_concurrent_streams,
+        },
+        limits: Limits {
+            max_body_bytes: limits.max_body_bytes,
+            max_json_depth: limits.max_json_depth,
+            max_path_bytes: limits.max_path_bytes,
+            max_query_bytes: limits.max_query_bytes,
+            max_headers: limits.max_headers,
+            max_header_bytes: limits.max_header_bytes,
+        },
+        forwarding: Forwarding {
+            request: forwardable(&file.headers.forward_request, errors),
+            response: forwardable(&file.headers.forward_response, errors),
+            trusted_proxy_hops: server.trusted_proxy_hops,
+        },
+        edge: EdgePolicy {
+            cors: file.cors.as_ref().map(|section| cors(section, errors)),
+            compression: file.compression.enabled.then(|| Compression {
+                min_bytes: file.compression.min_bytes,
+            }),
+        },
+        admin: file.admin.as_ref().map(|a| a.listen),
+        access_log: server.access_log,
+    }
+}
+
+/// A `[headers]` list: valid names that may cross the gateway.
+fn forwardable(names: &[Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for name in names {
+        let lower = name.get_ref().to_ascii_lowercase();
+        match HeaderName::from_bytes(lower.as_bytes()) {
+            Ok(header) if is_forwardable(&lower) => out.push(header),
+            Ok(_) => errors.push(
+                ConfigError::at(name.span(), format!("header '{lower}' cannot be forwarded")).hint(
+                    "hop-by-hop, grpc-* and gateway-set headers are never forwarded from a list",
+                ),
+            ),
+            Err(_) => errors.push(ConfigError::at(
+                name.span(),
+                format!("'{}' is not a valid header name", name.get_ref()),
+            )),
+        }
+    }
+    out
+}
+
+fn cors(section: &CorsSection, errors: &mut Vec<ConfigError>) -> Cors {
+    for origin in &section.allow_origins {
+        let pattern = origin.get_ref();
+        if pattern == "*" {
+            errors.push(
+                ConfigError::at(origin.span(), "\"*\" is not accepted as an origin")
+                    .hint("list the origins that may call; \"https://*.example.com\" allows one subdomain label"),
+            );
+        } else if let Err(reason) = crate::edge::cors::check_origin_pattern(pattern) {
+            errors.push(ConfigError::at(
+                origin.span(),
+                format!("invalid origin {pattern:?}: {reason}"),
+            ));
+        }
+    }
+    let allow_methods = if section.allow_methods.is_empty() {
+        Cors::default_methods()
+    } else {
+        section
+            .allow_methods
+            .iter()
+            .filter_map(|m| method(m, errors))
+            .collect()
+    };
+    let allow_headers = if section.allow_headers.is_empty() {
+        Cors::default_headers()
+    } else {
+        header_names(&section.allow_headers, errors)
+    };
+    Cors {
+        allow_origins: section
+            .allow_origins
+            .iter()
+            .map(|o| o.get_ref().clone())
+            .collect(),
+        allow_methods,
+        allow_headers,
+        expose_headers: header_names(&section.expose_headers, errors),
+        allow_credentials: section.allow_credentials,
+        max_age: section.max_age.unwrap_or(DEFAULT_PREFLIGHT_MAX_AGE),
+    }
+}
+
+fn method(name: &Spanned<String>, errors: &mut Vec<ConfigError>) -> Option<Method> {
+    let upper = name.get_ref().to_ascii_uppercase();
+    match Method::from_bytes(upper.as_bytes()) {
+        Ok(method) => Some(method),
+        Err(_) => {
+            errors.push(ConfigError::at(
+                name.span(),
+                format!("'{}' is not a valid HTTP method", name.get_ref()),
+            ));
+            None
+        }
+    }
+}
+
+fn header_names(names: &[Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for name in names {
+        match HeaderName::from_bytes(name.get_ref().to_ascii_lowercase().as_bytes()) {
+            Ok(header) => out.push(header),
+            Err(_) => errors.push(ConfigError::at(
+                name.span(),
+                format!("'{}' is not a valid header name", name.get_ref()),
+            )),
+        }
+    }
+    out
+}
