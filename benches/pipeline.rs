@@ -33,7 +33,7 @@ async fn gateway(upstream: std::net::SocketAddr, gateway_cache: bool) -> axum::R
     .expect("write routes.toml");
     let loaded = protogate::config::load(&path).expect("parses");
     let compiled = protogate::snapshot::compile_for_serving(&loaded).expect("compiles");
-    protogate::edge::router(protogate::pipeline::Gateway::new(compiled.start().await))
+    protogate::pipeline::router(protogate::pipeline::Gateway::new(compiled.start().await))
 }
 
 async fn get_book(router: &axum::Router) {

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::config;
 use crate::pipeline::Gateway;
 use crate::snapshot::{self, Compiled};
-use crate::{edge, server};
+use crate::{pipeline, server};
 
 pub mod demo;
 
@@ -218,7 +218,7 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     if with_demo && let Err(code) = start_bookstore(&compiled, path).await {
         return code;
     }
-    let settings = Arc::new(compiled.settings.clone());
+    let settings = compiled.settings.clone();
     let listen = settings.listener.listen;
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -251,8 +251,15 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
             }
         }
     }
-    let router = edge::router(gateway);
-    match server::serve(listener, router, settings, shutdown_signal()).await {
+    let router = pipeline::router(gateway);
+    let serving = server::serve(
+        listener,
+        router,
+        &settings.listener,
+        &settings.limits,
+        shutdown_signal(),
+    );
+    match serving.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -10,7 +10,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
@@ -30,8 +29,6 @@ pub mod cors;
 
 pub use cors::Cors;
 
-use crate::pipeline::{self, Gateway};
-
 /// The edge layers' settings, compiled from `[cors]` and `[compression]`.
 #[derive(Debug, Clone, Default)]
 pub struct EdgePolicy {
@@ -48,14 +45,10 @@ pub struct Compression {
     pub min_bytes: u16,
 }
 
-/// The public router.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    let settings = gateway.snapshot().settings.clone();
-    let mut router = Router::new()
-        .fallback(pipeline::handle)
-        .with_state(gateway)
-        .layer(RequestDecompressionLayer::new());
-    if let Some(compression) = &settings.edge.compression {
+/// Wraps the pipeline's router in the edge layers, per `policy`.
+pub fn layers(router: Router, policy: &EdgePolicy) -> Router {
+    let mut router = router.layer(RequestDecompressionLayer::new());
+    if let Some(compression) = &policy.compression {
         let layer = compression_layer(compression);
         router = router
             .layer(layer.clone())
@@ -65,7 +58,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             ));
     }
     router = router.layer(axum::middleware::map_response(finish));
-    if let Some(cors) = &settings.edge.cors {
+    if let Some(cors) = &policy.cors {
         router = router
             .layer(cors.layer())
             .layer(axum::middleware::map_response(

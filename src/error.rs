@@ -27,6 +27,7 @@ pub use grpc_http::http_status_for;
 use crate::auth::AuthError;
 use crate::headers::CONTENT_TYPE_JSON;
 use crate::limits::LimitError;
+use crate::response_cache::FetchFailure;
 use crate::route::RouteError;
 use crate::transcode::{TranscodeError, UpstreamStatus};
 use crate::upstream::TransportError;
@@ -159,6 +160,16 @@ impl GatewayError {
                 reason,
             ),
             other => status_json(other.code(), &other.to_string(), reason),
+        }
+    }
+}
+
+impl FetchFailure for GatewayError {
+    fn allows_stale_answer(&self) -> bool {
+        match self {
+            GatewayError::Transport(_) | GatewayError::DeadlineExceeded { .. } => true,
+            GatewayError::Upstream(status) => http_status_for(status.code).is_server_error(),
+            _ => false,
         }
     }
 }

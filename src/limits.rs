@@ -2,7 +2,6 @@
 //! header count and size, and the body read, bounded in size (after
 //! decompression) and in time.
 
-use axum::body::Body;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, header};
@@ -110,12 +109,16 @@ impl Limits {
 
     /// Reads the whole body, bounded in size (after decompression) and by
     /// the request's deadline.
-    pub async fn read_body(
+    pub async fn read_body<B>(
         &self,
-        body: Body,
+        body: B,
         headers: &HeaderMap,
         deadline: Deadline,
-    ) -> Result<Bytes, LimitError> {
+    ) -> Result<Bytes, LimitError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let limit = self.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)

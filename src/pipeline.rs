@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +54,14 @@ impl Gateway {
     pub fn replace(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
     }
+}
+
+/// The public router: every request goes to [`handle`], behind the edge
+/// layers of the current snapshot's policy.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let policy = gateway.snapshot().settings.edge.clone();
+    let router = Router::new().fallback(handle).with_state(gateway);
+    crate::edge::layers(router, &policy)
 }
 
 /// The axum handler for every request on the public listener.

@@ -15,10 +15,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::OnceCell;
 
-use crate::error::GatewayError;
-
 /// `x-cache`: where an answer came from.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// What the cache must know of a failed fetch.
+pub trait FetchFailure {
+    /// Whether a stale answer may stand in for this failure (RFC 5861
+    /// stale-if-error): the upstream failed or was unreachable, as opposed
+    /// to the request being wrong.
+    fn allows_stale_answer(&self) -> bool;
+}
 
 /// A successful answer, before per-request headers are added.
 #[derive(Debug, Clone)]
@@ -142,17 +148,18 @@ impl ResponseCache {
 
     /// Serves `key`: from a fresh entry, from a stale one while `refresh`
     /// runs in the background, or by one coalesced call of `fetch`.
-    pub async fn serve<F, Fut, R, RFut>(
+    pub async fn serve<E, F, Fut, R, RFut>(
         &self,
         key: String,
         freshness: Freshness,
         surrogate_keys: Vec<String>,
         fetch: F,
         refresh: R,
-    ) -> Result<(Arc<Entry>, CacheStatus), GatewayError>
+    ) -> Result<(Arc<Entry>, CacheStatus), E>
     where
+        E: FetchFailure,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Answer, GatewayError>>,
+        Fut: Future<Output = Result<Answer, E>>,
         R: FnOnce() -> RFut,
         RFut: Future<Output = ()> + Send + 'static,
     {
@@ -175,7 +182,7 @@ impl ResponseCache {
             .get_or_try_init(|| async {
                 fetched_here = true;
                 let answer = fetch().await?;
-                Ok::<_, GatewayError>(self.store(&key, answer, freshness, surrogate_keys))
+                Ok::<_, E>(self.store(&key, answer, freshness, surrogate_keys))
             })
             .await
             .cloned();
@@ -197,7 +204,7 @@ impl ResponseCache {
             Err(error) => match cached {
                 // stale-if-error: a stored answer beats a failure.
                 Some(entry)
-                    if entry.within(entry.stale_if_error) && is_upstream_failure(&error) =>
+                    if entry.within(entry.stale_if_error) && error.allows_stale_answer() =>
                 {
                     Ok((entry, CacheStatus::Stale))
                 }
@@ -274,18 +281,6 @@ impl ResponseCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-fn is_upstream_failure(error: &GatewayError) -> bool {
-    match error {
-        GatewayError::Transport(_) | GatewayError::DeadlineExceeded { .. } => true,
-        GatewayError::Upstream(status) => http_is_server_error(status.code),
-        _ => false,
-    }
-}
-
-fn http_is_server_error(code: tonic::Code) -> bool {
-    crate::error::http_status_for(code).is_server_error()
 }
 
 /// The cache key: path, query pairs in sorted order, and the values of the

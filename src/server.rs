@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,8 +16,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::limits::Limits;
 use crate::metadata::ClientAddr;
-use crate::snapshot::Settings;
 
 /// The public listener's settings, compiled from `[server]`.
 #[derive(Debug, Clone)]
@@ -38,10 +37,11 @@ pub struct ListenerSettings {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    settings: Arc<Settings>,
+    settings: &ListenerSettings,
+    limits: &Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = connection_builder(&settings);
+    let builder = connection_builder(settings, limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -70,8 +70,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace = ?settings.listener.shutdown_grace, "shutting down; draining connections");
-    if tokio::time::timeout(settings.listener.shutdown_grace, graceful.shutdown())
+    tracing::info!(grace = ?settings.shutdown_grace, "shutting down; draining connections");
+    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -80,13 +80,12 @@ pub async fn serve(
     Ok(())
 }
 
-fn connection_builder(settings: &Settings) -> Builder<TokioExecutor> {
-    let limits = &settings.limits;
+fn connection_builder(settings: &ListenerSettings, limits: &Limits) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.listener.header_read_timeout)
+        .header_read_timeout(settings.header_read_timeout)
         // hyper answers 431 itself above these; the pipeline applies the
         // configured limits first, with a JSON body.
         .max_headers(limits.max_headers.saturating_mul(2).max(16))
@@ -96,7 +95,7 @@ fn connection_builder(settings: &Settings) -> Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.listener.http2_max_concurrent_streams)
+        .max_concurrent_streams(settings.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

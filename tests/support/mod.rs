@@ -50,15 +50,22 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
             loaded.source.render(&errors)
         )
     });
-    let settings = Arc::new(compiled.settings.clone());
+    let settings = compiled.settings.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
     let gateway = protogate::pipeline::Gateway::new(compiled.start().await);
-    let router = protogate::edge::router(gateway);
+    let router = protogate::pipeline::router(gateway);
     let task = tokio::spawn(async move {
-        let _ = protogate::server::serve(listener, router, settings, std::future::pending()).await;
+        let _ = protogate::server::serve(
+            listener,
+            router,
+            &settings.listener,
+            &settings.limits,
+            std::future::pending(),
+        )
+        .await;
     });
     TestGateway {
         base: format!("http://{addr}"),
@@ -863,15 +870,22 @@ pub async fn spawn_gateway_from(
     path: &std::path::Path,
 ) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
     let snapshot = compile_snapshot(path).await;
-    let settings = Arc::new(snapshot.settings.clone());
+    let settings = snapshot.settings.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
     let gateway = protogate::pipeline::Gateway::new(snapshot);
-    let router = protogate::edge::router(gateway.clone());
+    let router = protogate::pipeline::router(gateway.clone());
     let task = tokio::spawn(async move {
-        let _ = protogate::server::serve(listener, router, settings, std::future::pending()).await;
+        let _ = protogate::server::serve(
+            listener,
+            router,
+            &settings.listener,
+            &settings.limits,
+            std::future::pending(),
+        )
+        .await;
     });
     let handle = TestGateway {
         base: format!("http://{addr}"),
