@@ -60,12 +60,12 @@ pub struct Policy {
 
 impl Policy {
     /// The policy of a route with no `cache` table: revalidate every time,
-    /// never stored by shared caches.
-    pub fn default_private() -> Policy {
+    /// never stored by shared caches; `Vary` names the forwarded headers.
+    pub fn default_private(forwarded: &[HeaderName]) -> Policy {
         Policy {
             anonymous: HeaderValue::from_static("private, no-cache"),
             authenticated: HeaderValue::from_static("private, no-cache"),
-            vary: None,
+            vary: vary_value(forwarded),
             surrogate: None,
             not_found: None,
             fresh_for: Duration::ZERO,
@@ -73,7 +73,7 @@ impl Policy {
             stale_if_error: Duration::ZERO,
             public: false,
             gateway: false,
-            vary_names: Vec::new(),
+            vary_names: forwarded.to_vec(),
             shared_when_authenticated: false,
         }
     }
@@ -157,4 +157,17 @@ impl Policy {
     pub fn not_found(&self) -> Option<&HeaderValue> {
         self.not_found.as_ref()
     }
+}
+
+/// One `Vary` value naming `names`, if any.
+fn vary_value(names: &[HeaderName]) -> Option<HeaderValue> {
+    if names.is_empty() {
+        return None;
+    }
+    let joined = names
+        .iter()
+        .map(HeaderName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    HeaderValue::from_str(&joined).ok()
 }

@@ -46,6 +46,30 @@ pub struct Forwarding {
     pub trusted_proxy_hops: usize,
 }
 
+/// Whether the metadata built for this request carries one of the caller's
+/// credentials (the Authorization header under `forward_authorization`, or
+/// a forwarded cookie or credential header): its answer is then the
+/// caller's own and must never be shared by a cache.
+pub fn carries_credential(
+    headers: &HeaderMap,
+    forwarding: &Forwarding,
+    forward_authorization: bool,
+) -> bool {
+    (forward_authorization && headers.contains_key(AUTHORIZATION))
+        || forwarding
+            .request
+            .iter()
+            .any(|name| is_credential_header(name) && headers.contains_key(name))
+}
+
+/// Headers that carry a credential by their name.
+fn is_credential_header(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(name, "authorization" | "proxy-authorization" | "cookie")
+        || name.contains("api-key")
+        || name.contains("apikey")
+}
+
 /// Builds the metadata sent upstream.
 pub fn upstream(
     parts: &Parts,

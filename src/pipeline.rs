@@ -126,23 +126,35 @@ async fn serve(
             LimitError::BodyTimeout => deadline_exceeded(deadline),
             other => other.into(),
         })?;
-    let authenticated = identity.is_authenticated();
+    // A credential forwarded upstream makes the answer the caller's own,
+    // even on a public route: never shared, never stored for others.
+    let personal = identity.is_authenticated()
+        || metadata::carries_credential(
+            &parts.headers,
+            &snapshot.settings.forwarding,
+            plan.auth.forward_authorization,
+        );
 
     let cache = snapshot
         .response_cache
         .as_ref()
-        .filter(|_| plan.cache.gateway_cacheable(&parts.method, authenticated));
+        .filter(|_| plan.cache.gateway_cacheable(&parts.method, personal));
     let call_upstream = || {
         fetch(
             snapshot, plan, &found, &parts, body, &identity, request_id, deadline,
         )
     };
     let (answer, cache_status, age) = match cache {
-        None => (call_upstream().await?, None, None),
+        None => {
+            let answer = call_upstream().await?;
+            invalidate_after_write(snapshot, plan, &parts.method, path.as_str(), &found);
+            (answer, None, None)
+        }
         Some(cache) => {
             let key = response_cache::key(
                 path.as_str(),
                 parts.uri.query(),
+                authority(&parts).as_ref(),
                 &plan.cache.vary_names,
                 &parts.headers,
             );
@@ -172,9 +184,11 @@ async fn serve(
                     cache.finish_refresh(&key, answer.ok(), freshness, keys);
                 }
             };
-            let (entry, status) = cache
-                .serve(key, freshness, keys, call_upstream, refresh)
-                .await?;
+            // A caller waiting on another's coalesced fetch keeps its own budget.
+            let served = cache.serve(key, freshness, keys, call_upstream, refresh);
+            let (entry, status) = tokio::time::timeout_at(deadline.instant(), served)
+                .await
+                .map_err(|_| deadline_exceeded(deadline))??;
             let age = (status != CacheStatus::Miss).then(|| entry.age());
             (entry.answer.clone(), Some(status), age)
         }
@@ -183,11 +197,42 @@ async fn serve(
         plan,
         &parts,
         &found.captures,
-        authenticated,
+        personal,
         answer,
         cache_status,
         age,
     )
+}
+
+/// A successful write invalidates what the gateway cached for its target
+/// URI and for the binding's surrogate keys (RFC 9111 §4.4).
+fn invalidate_after_write(
+    snapshot: &Snapshot,
+    plan: &MethodPlan,
+    method: &Method,
+    path: &str,
+    found: &RouteMatch,
+) {
+    let Some(cache) = &snapshot.response_cache else {
+        return;
+    };
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return;
+    }
+    cache.purge_path(path);
+    for key in plan.cache.surrogate_keys(&found.captures) {
+        cache.purge(&key);
+    }
+}
+
+/// The request's authority: `Host` (HTTP/1) or `:authority` (h2).
+fn authority(parts: &Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
 }
 
 fn deadline_exceeded(deadline: Deadline) -> GatewayError {
@@ -305,7 +350,7 @@ fn respond(
     plan: &MethodPlan,
     parts: &Parts,
     captures: &[(usize, String)],
-    authenticated: bool,
+    personal: bool,
     answer: Answer,
     cache_status: Option<CacheStatus>,
     age: Option<u64>,
@@ -334,7 +379,7 @@ fn respond(
     let not_modified = plan.cache.apply(
         &parts.method,
         &parts.headers,
-        authenticated,
+        personal,
         captures,
         &answer.body,
         headers,

@@ -9,11 +9,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::OnceCell;
+// The paused test clock drives freshness, so expiry is testable without sleeping.
+use tokio::time::Instant;
 
 /// `x-cache`: where an answer came from.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -262,6 +264,20 @@ impl ResponseCache {
         before as u64
     }
 
+    /// Drops every entry of the request path `path` (any authority, query
+    /// or varied header): a successful write to a URI invalidates what was
+    /// stored for it (RFC 9111 §4.4). Returns how many.
+    pub fn purge_path(&self, path: &str) -> u64 {
+        let of_path = |key: &String| key.split('?').next() == Some(path);
+        let before = self.entries.iter().filter(|(k, _)| of_path(k)).count();
+        let path = path.to_string();
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |k, _| k.split('?').next() == Some(path.as_str()));
+        self.entries.run_pending_tasks();
+        before as u64
+    }
+
     /// Drops everything.
     pub fn purge_all(&self) {
         self.entries.invalidate_all();
@@ -283,9 +299,18 @@ impl ResponseCache {
     }
 }
 
-/// The cache key: path, query pairs in sorted order, and the values of the
-/// headers the answer varies on.
-pub fn key(path: &str, query: Option<&str>, vary: &[HeaderName], headers: &HeaderMap) -> String {
+/// The cache key: path, query pairs in sorted order, the authority, and the
+/// values of the headers the answer varies on. Everything the upstream sees
+/// that can change its answer must be here, or one caller's answer is
+/// served to another: the authority reaches it as `x-forwarded-host`, and
+/// `vary` must list every forwarded request header.
+pub fn key(
+    path: &str,
+    query: Option<&str>,
+    authority: Option<&HeaderValue>,
+    vary: &[HeaderName],
+    headers: &HeaderMap,
+) -> String {
     let mut pairs: Vec<&str> = query
         .unwrap_or("")
         .split('&')
@@ -296,6 +321,10 @@ pub fn key(path: &str, query: Option<&str>, vary: &[HeaderName], headers: &Heade
     key.push_str(path);
     key.push('?');
     key.push_str(&pairs.join("&"));
+    key.push_str("\nhost:");
+    if let Some(authority) = authority {
+        key.push_str(&String::from_utf8_lossy(authority.as_bytes()).to_ascii_lowercase());
+    }
     for name in vary {
         key.push('\n');
         key.push_str(name.as_str());

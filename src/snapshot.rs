@@ -141,6 +141,7 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
         &pool,
         &upstreams,
         &providers,
+        &settings.forwarding.request,
         &mut errors,
         &mut warnings,
     );

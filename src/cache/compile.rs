@@ -15,13 +15,16 @@ use crate::route::template::PathTemplate;
 
 impl Policy {
     /// Compiles a `cache` table for one binding. `authenticates` is whether
-    /// the route admits callers by credential.
+    /// the route admits callers by credential; `forwarded` are the request
+    /// headers sent upstream, on which every answer may depend.
+    #[allow(clippy::too_many_arguments)]
     pub fn compile(
         section: &CacheSection,
         span: std::ops::Range<usize>,
         template: &PathTemplate,
         input: &MessageDescriptor,
         authenticates: bool,
+        forwarded: &[HeaderName],
         errors: &mut Vec<ConfigError>,
         warnings: &mut Vec<String>,
     ) -> Policy {
@@ -57,9 +60,10 @@ impl Policy {
             }
         }
         let anonymous = directives.join(", ");
-        let authenticated = if section.public && authenticates && !section.allow_public_with_auth {
-            // Safe by construction: a public policy on an authenticated route
-            // still answers authenticated callers privately.
+        // Safe by construction: a public policy still answers authenticated
+        // callers (and callers whose credential is forwarded, even on a
+        // public route) privately.
+        let authenticated = if section.public && !section.allow_public_with_auth {
             anonymous
                 .replacen("public", "private", 1)
                 .split(", ")
@@ -91,6 +95,13 @@ impl Policy {
                 )),
             }
         }
+        // The upstream sees the forwarded headers, so its answer may vary on
+        // them: caches in front must key on them too (RFC 9111 §4.1).
+        for name in forwarded {
+            if !vary_names.contains(name) {
+                vary_names.push(name.clone());
+            }
+        }
         let surrogate = section.surrogate_keys.as_ref().and_then(|t| {
             SurrogateTemplate::parse(t.get_ref(), template, input)
                 .map_err(|message| {
@@ -114,15 +125,7 @@ impl Policy {
         Policy {
             anonymous: value(&anonymous),
             authenticated: value(&authenticated),
-            vary: (!vary_names.is_empty()).then(|| {
-                value(
-                    &vary_names
-                        .iter()
-                        .map(HeaderName::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
-            }),
+            vary: super::vary_value(&vary_names),
             surrogate,
             not_found: not_found.as_deref().map(value),
             fresh_for: if section.no_store {
@@ -167,6 +170,7 @@ mod tests {
             &template,
             &input,
             true,
+            &[],
             &mut errors,
             &mut warnings,
         );

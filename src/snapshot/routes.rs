@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
+use http::HeaderName;
 use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor, SerializeOptions};
 
@@ -36,6 +37,7 @@ pub(super) fn compile(
     pool: &DescriptorPool,
     upstreams: &CompiledUpstreams,
     providers: &Providers,
+    forwarded: &[HeaderName],
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> CompiledRoutes {
@@ -46,6 +48,7 @@ pub(super) fn compile(
             .expect("google/api/annotations.proto is compiled into every pool"),
         upstreams,
         providers,
+        forwarded,
         builder: MatcherBuilder::new(),
         plans: Plans::default(),
         claimed: HashMap::new(),
@@ -79,6 +82,8 @@ struct RouteCompiler<'a> {
     http: ExtensionDescriptor,
     upstreams: &'a CompiledUpstreams,
     providers: &'a Providers,
+    /// Request headers forwarded upstream: every cached answer varies on them.
+    forwarded: &'a [HeaderName],
     builder: MatcherBuilder<BindingId>,
     plans: Plans,
     /// (HTTP method, template shape) → its first claim.
@@ -329,11 +334,18 @@ impl RouteCompiler<'_> {
                 &binding.template,
                 &pieces.method.input(),
                 !pieces.auth.is_public(),
+                self.forwarded,
                 self.errors,
                 self.warnings,
             ),
-            None => cache::Policy::default_private(),
+            None => cache::Policy::default_private(self.forwarded),
         };
+        if cache.public && pieces.auth.forward_authorization && !cache.shared_when_authenticated {
+            self.warnings.push(format!(
+                "{} {}: a public cache policy with forward_authorization = true; answers to requests that carry Authorization are sent private and kept out of the gateway cache (set allow_public_with_auth = true only if the upstream ignores it)",
+                binding.http_method, binding.template
+            ));
+        }
         let plan = MethodPlan {
             http_method: binding.http_method.clone(),
             template: binding.template.clone(),

@@ -46,7 +46,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
         },
         edge: EdgePolicy {
             cors: file.cors.as_ref().map(|section| cors(section, errors)),
-            compression: file.compression.enabled.then(|| Compression {
+            compression: file.compression.enabled.then_some(Compression {
                 min_bytes: file.compression.min_bytes,
             }),
         },
