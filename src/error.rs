@@ -151,6 +151,12 @@ impl GatewayError {
                     TransportError::BadResponse { .. } => {
                         "the upstream service sent an invalid response"
                     }
+                    // The service's own message, as for any upstream status;
+                    // what was wrong with its details stays in the log.
+                    TransportError::BadStatusDetails { message, .. } => message.as_str(),
+                    TransportError::MetadataTooLarge { .. } => {
+                        "the upstream service sent more metadata than the gateway accepts"
+                    }
                 };
                 status_json(self.code(), message, reason)
             }

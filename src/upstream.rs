@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod error;
 pub mod grpc;
 pub mod pool;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -268,17 +268,99 @@ async fn percent_encoded_grpc_message_is_decoded() {
     assert_eq!(answer.body["message"], "café 50% gone");
 }
 
-#[tokio::test]
-async fn undecodable_status_details_are_dropped_and_the_status_kept() {
-    let garbage = Bytes::from_static(&[0xff, 0xff, 0xff]);
-    let scripted = spawn_scripted(pool(), status(7, "denied", Some(garbage))).await;
+/// A `grpc-status-details-bin` the gateway cannot read is the upstream's
+/// fault: 502 with the gateway's reason, the upstream's code and message
+/// kept, and the gateway keeps serving (nothing panicked).
+async fn assert_bad_status_details(reply: Reply) {
+    let scripted = spawn_scripted(pool(), reply).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
     let answer = post_echo(&gateway, "{}").await;
-    assert_eq!(answer.status, 403, "{}", answer.text);
+    assert_eq!(answer.status, 502, "{}", answer.text);
     assert_error_shape(&answer);
+    assert_eq!(answer.body["code"], 7, "{}", answer.text);
+    assert_eq!(answer.body["message"], "denied", "{}", answer.text);
+    assert_eq!(reason(&answer), "UPSTREAM_BAD_STATUS_DETAILS");
+    scripted.set_reply(Reply::Echo);
+    assert_eq!(post_echo(&gateway, "{}").await.status, 200);
     assert_eq!(
-        answer.body,
-        json!({"code": 7, "message": "denied", "details": []})
+        scripted.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn status_details_that_are_not_base64_are_502_with_the_code_and_message_kept() {
+    assert_bad_status_details(Reply::WithMetadata {
+        headers: vec![("grpc-status-details-bin", "not*base64!")],
+        trailers: vec![],
+        reply: Box::new(status(7, "denied", None)),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_details_trailer_that_is_not_base64_is_502_with_the_code_and_message_kept() {
+    assert_bad_status_details(Reply::WithMetadata {
+        headers: vec![],
+        trailers: vec![
+            ("grpc-status", "7"),
+            ("grpc-message", "denied"),
+            ("grpc-status-details-bin", "%%%"),
+        ],
+        reply: Box::new(Reply::Echo),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_details_that_are_not_a_google_rpc_status_are_502_with_the_code_and_message_kept() {
+    let garbage = Bytes::from_static(&[0xff, 0xff, 0xff]);
+    assert_bad_status_details(status(7, "denied", Some(garbage))).await;
+}
+
+#[tokio::test]
+async fn unpadded_and_padded_status_details_are_both_read() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    // google.rpc.Status{code: 5, message: "a"}: 4 bytes, so padding matters.
+    for encoded in ["CAUSAWE", "CAUSAWE="] {
+        scripted.set_reply(Reply::WithMetadata {
+            headers: vec![("grpc-status-details-bin", encoded)],
+            trailers: vec![],
+            reply: Box::new(status(5, "a", None)),
+        });
+        let answer = post_echo(&gateway, "{}").await;
+        assert_eq!(answer.status, 404, "{encoded}: {}", answer.text);
+        assert_eq!(
+            answer.body,
+            json!({"code": 5, "message": "a", "details": []}),
+            "{encoded}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn trailer_block_over_the_metadata_limit_is_a_prompt_502() {
+    let scripted = spawn_scripted(
+        pool(),
+        Reply::LargeTrailer {
+            name: "grpc-message",
+            bytes: 1 << 20,
+        },
+    )
+    .await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    // The route's budget is 5s of paused time: a gateway that waits for the
+    // deadline instead of failing the call lets the clock run to it.
+    let started = tokio::time::Instant::now();
+    let answer = post_echo(&gateway, "{}").await;
+    assert_eq!(answer.status, 502, "{}", answer.text);
+    assert_error_shape(&answer);
+    assert_eq!(reason(&answer), "UPSTREAM_METADATA_TOO_LARGE");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
     );
 }
 

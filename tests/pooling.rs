@@ -103,3 +103,89 @@ async fn upstream_stream_cap_queues_requests_on_the_same_k_connections() {
     assert_eq!(burst(&gateway).await, REQUESTS);
     assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
 }
+
+/// A pool of three on an upstream that serves only two connections: the
+/// third slot never comes up. Each request must go to one of the two live
+/// connections in turn, not "the dead slot's turn to its neighbour".
+#[tokio::test]
+async fn requests_are_spread_evenly_over_the_live_connections_when_one_is_down() {
+    const CALLS: usize = 30;
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    scripted.serve_only_first(2);
+    let toml = everything_toml(scripted.addr, "").replace(
+        "connections = 1",
+        "connections = 3\nreconnect_backoff = \"10ms\"\nreconnect_backoff_max = \"40ms\"",
+    );
+    let gateway = spawn_gateway(&toml).await;
+    let client = client();
+    for _ in 0..CALLS {
+        let response = client
+            .post(format!("{}/v1/echo", gateway.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+    }
+    let per_connection: Vec<usize> = scripted.calls_per_connection().into_values().collect();
+    assert_eq!(per_connection, [CALLS / 2, CALLS / 2]);
+}
+
+/// Counts WARN events of the gateway's upstream pool.
+#[derive(Clone, Default)]
+struct PoolWarnings(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let metadata = event.metadata();
+        if *metadata.level() == tracing::Level::WARN
+            && metadata.target().starts_with("protogate::upstream")
+        {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// An upstream that answers the HTTP/2 preface with an HTTP/1 error page
+/// is not "connected": its redials back off (10ms, 20ms, 40ms, ... with
+/// jitter down to half) instead of restarting at 10ms after every
+/// "successful" dial, and the failure is logged once, not per dial.
+#[tokio::test(start_paused = true)]
+async fn upstream_that_is_not_http2_is_redialled_with_growing_backoff_and_one_warning() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = PoolWarnings::default();
+    let _log =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let (upstream, mut accepts) = spawn_garbage_upstream().await;
+    let toml = everything_toml(upstream, "").replace(
+        "connections = 1",
+        "connections = 1\nreconnect_backoff = \"10ms\"\nreconnect_backoff_max = \"10s\"",
+    );
+    let _gateway = spawn_gateway(&toml).await;
+    let first = accepts.recv().await.expect("the pool dials at start-up");
+    // Paused time runs only as fast as the gateway's timers let it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut dials = vec![first];
+    while let Ok(at) = accepts.try_recv() {
+        dials.push(at);
+    }
+    // Redials after 10, 20, 40, ... ms, each jittered down to half: a
+    // growing backoff fits 7 or 8 dials in 1s; one reset after every dial
+    // fits over 100.
+    assert!(
+        (4..=8).contains(&dials.len()),
+        "{} dials in 1s: {dials:?}",
+        dials.len()
+    );
+    let gaps: Vec<Duration> = dials.windows(2).map(|w| w[1] - w[0]).collect();
+    for pair in gaps.windows(3) {
+        assert!(pair[2] > pair[0], "the backoff does not grow: {gaps:?}");
+    }
+    assert_eq!(
+        warnings.0.load(Ordering::SeqCst),
+        1,
+        "{} dials",
+        dials.len()
+    );
+}

@@ -134,5 +134,16 @@ pub(super) fn transport(error: &TransportError) -> Class {
             Code::Internal,
             "UPSTREAM_BAD_RESPONSE",
         ),
+        // The status itself was readable: the service's code is kept.
+        TransportError::BadStatusDetails { code, .. } => class(
+            StatusCode::BAD_GATEWAY,
+            *code,
+            "UPSTREAM_BAD_STATUS_DETAILS",
+        ),
+        TransportError::MetadataTooLarge { .. } => class(
+            StatusCode::BAD_GATEWAY,
+            Code::Internal,
+            "UPSTREAM_METADATA_TOO_LARGE",
+        ),
     }
 }

@@ -47,4 +47,28 @@ pub enum TransportError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The upstream answered a readable status whose
+    /// `grpc-status-details-bin` is unreadable.
+    #[error("upstream '{upstream}' sent status {} ({message:?}) whose {reason}", *.code as i32)]
+    BadStatusDetails {
+        /// Upstream name from routes.toml.
+        upstream: String,
+        /// The status code it sent, kept in the answer.
+        code: tonic::Code,
+        /// The status message it sent, kept in the answer.
+        message: String,
+        /// What was wrong with the details.
+        reason: String,
+    },
+    /// The upstream's response headers or trailers are larger than the
+    /// gateway accepts.
+    #[error("upstream '{upstream}' sent metadata over the limit of {limit} bytes: {reason}")]
+    MetadataTooLarge {
+        /// Upstream name from routes.toml.
+        upstream: String,
+        /// The limit, in bytes.
+        limit: u32,
+        /// What the HTTP/2 layer said.
+        reason: String,
+    },
 }

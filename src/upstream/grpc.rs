@@ -4,16 +4,19 @@
 //! The framing is done here rather than through tonic's client so that each
 //! failure keeps its layer: a transport failure (no connection, reset,
 //! GOAWAY), a protocol failure (not gRPC, bad frame, oversize message) and a
-//! gRPC status from the service come back as different errors. tonic's
-//! `Status` parser still reads the status, message and details.
+//! gRPC status from the service come back as different errors. The status,
+//! message and details are read by [`super::status`], which never trusts them.
+
+use std::error::Error;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use super::deadline::Deadline;
 use super::error::{CallError, TransportError};
-use super::pool::Pool;
+use super::pool::{MAX_METADATA_BYTES, Pool, UpstreamBody};
+use super::status::{self, StatusError};
 use crate::headers::{CONTENT_TYPE_GRPC, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS};
 
 /// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
@@ -82,7 +85,7 @@ pub async fn unary(
                 format!("cannot build request URI: {e}"),
             ))
         })?;
-    let mut http_request = Request::new(Full::new(request.framed));
+    let mut http_request = Request::new(UpstreamBody::new(request.framed));
     *http_request.method_mut() = Method::POST;
     *http_request.uri_mut() = uri;
     *http_request.version_mut() = http::Version::HTTP_2;
@@ -93,12 +96,11 @@ pub async fn unary(
     headers.insert(GRPC_TIMEOUT, timeout);
 
     let call = async {
-        let response = lease.sender.send_request(http_request).await.map_err(|e| {
-            transport(TransportError::ConnectionLost {
-                upstream: upstream.to_string(),
-                reason: e.to_string(),
-            })
-        })?;
+        let response = lease
+            .sender
+            .send_request(http_request)
+            .await
+            .map_err(|e| transport(exchange_failed(&e, upstream)))?;
         read_reply(response, upstream, max_message_bytes).await
     };
     match tokio::time::timeout_at(deadline.instant(), call).await {
@@ -141,10 +143,7 @@ async fn read_reply(
                     "response message is larger than the limit of {max_message_bytes} bytes"
                 ))
             } else {
-                CallError::Transport(TransportError::ConnectionLost {
-                    upstream: upstream.to_string(),
-                    reason: e.to_string(),
-                })
+                CallError::Transport(exchange_failed(e.as_ref(), upstream))
             }
         })?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
@@ -199,16 +198,73 @@ fn unframe(data: &mut Bytes, max_message_bytes: usize) -> Result<Bytes, String> 
 fn status_error(headers: &HeaderMap, trailers: HeaderMap, upstream: &str) -> CallError {
     let mut metadata = headers.clone();
     metadata.extend(trailers);
-    match tonic::Status::from_header_map(&metadata) {
+    match status::read(&metadata) {
         // A unary call must carry one message; an OK status without one
         // (trailers-only, or any spelling of 0) is not a valid answer.
-        Some(status) if status.code() == tonic::Code::Ok => CallError::Transport(bad_response(
+        Ok(status) if status.code() == tonic::Code::Ok => CallError::Transport(bad_response(
             upstream,
             "an OK response carried no message".into(),
         )),
-        Some(status) => CallError::Status { status, metadata },
-        None => CallError::Transport(bad_response(upstream, "unparseable grpc-status".into())),
+        Ok(status) => CallError::Status { status, metadata },
+        Err(StatusError::BadDetails {
+            code,
+            message,
+            reason,
+        }) => CallError::Transport(TransportError::BadStatusDetails {
+            upstream: upstream.to_string(),
+            code,
+            message,
+            reason,
+        }),
+        Err(unreadable) => CallError::Transport(bad_response(upstream, unreadable.to_string())),
     }
+}
+
+/// Why an HTTP/2 exchange with the upstream failed: a violation the
+/// gateway's HTTP/2 layer detected in what the upstream sent is the
+/// upstream's bad response (502), anything else a lost connection (503).
+fn exchange_failed(error: &(dyn Error + 'static), upstream: &str) -> TransportError {
+    let reason = error_chain(error);
+    let upstream = upstream.to_string();
+    match h2_cause(error) {
+        Some(h2) if is_oversize_header_block(h2) => TransportError::MetadataTooLarge {
+            upstream,
+            limit: MAX_METADATA_BYTES,
+            reason,
+        },
+        Some(h2) if h2.is_library() => TransportError::BadResponse { upstream, reason },
+        _ => TransportError::ConnectionLost { upstream, reason },
+    }
+}
+
+/// Whether h2 refused a header block (headers or trailers) for its size:
+/// over the ignorable limit (COMPRESSION_ERROR), or too many CONTINUATION
+/// frames or bytes for one (ENHANCE_YOUR_CALM, told apart from h2's other
+/// ENHANCE_YOUR_CALM causes only by its debug data).
+fn is_oversize_header_block(h2: &h2::Error) -> bool {
+    if !h2.is_library() {
+        return false;
+    }
+    match h2.reason() {
+        Some(h2::Reason::COMPRESSION_ERROR) => true,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => {
+            let text = h2.to_string();
+            text.contains("too_many_continuations") || text.contains("header_list_way_too_large")
+        }
+        _ => false,
+    }
+}
+
+fn h2_cause<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a h2::Error> {
+    std::iter::successors(Some(error), |&e| e.source()).find_map(|e| e.downcast_ref::<h2::Error>())
+}
+
+/// "outer: inner: ...", since hyper's own text ("http2 error") says little.
+fn error_chain(error: &(dyn Error + 'static)) -> String {
+    std::iter::successors(Some(error), |&e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn bad_response(upstream: &str, reason: String) -> TransportError {

@@ -150,6 +150,19 @@ pub async fn spawn_bookstore() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// Same, with the server's HTTP/2 max concurrent streams set.
 pub async fn spawn_bookstore_with(max_streams: Option<u32>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, accepted, _) = spawn_counting_bookstore(max_streams).await;
+    (addr, accepted)
+}
+
+/// Calls the upstream served, per TCP connection (by the gateway's port).
+pub type StreamsPerConnection = Arc<Mutex<std::collections::BTreeMap<SocketAddr, usize>>>;
+
+/// The demo Bookstore on 127.0.0.1:0 (with the server's HTTP/2 max
+/// concurrent streams set), counting accepted connections and the calls
+/// (HTTP/2 streams) each connection carried.
+pub async fn spawn_counting_bookstore(
+    max_streams: Option<u32>,
+) -> (SocketAddr, Arc<AtomicUsize>, StreamsPerConnection) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind upstream");
@@ -166,15 +179,57 @@ pub async fn spawn_bookstore_with(max_streams: Option<u32>) -> (SocketAddr, Arc<
             Some((result, listener))
         }
     });
+    let streams = StreamsPerConnection::default();
+    let tally = streams.clone();
+    let count_streams = tower::util::MapRequestLayer::new(move |request: Request<_>| {
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .expect("tonic records the peer of a TCP connection");
+        *tally.lock().expect("lock").entry(peer).or_default() += 1;
+        request
+    });
     let service = protogate::cli::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
         protogate::cli::demo::Store::with_sample_data(),
     );
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .max_concurrent_streams(max_streams)
+            .layer(count_streams)
             .add_service(service)
             .serve_with_incoming(incoming)
             .await;
+    });
+    (addr, accepted, streams)
+}
+
+/// A TCP server on 127.0.0.1:0 that speaks no HTTP/2: it answers every
+/// connection with an HTTP/1 error page and keeps it open until the peer
+/// closes. The instant of every accept is sent on the returned channel.
+pub async fn spawn_garbage_upstream() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::time::Instant>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind garbage upstream");
+    let addr = listener.local_addr().expect("addr");
+    let (accepts, accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if accepts.send(tokio::time::Instant::now()).is_err() {
+                return;
+            }
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
     });
     (addr, accepted)
 }
@@ -194,6 +249,9 @@ pub struct Call {
     pub message: serde_json::Value,
     /// When the call arrived.
     pub at: tokio::time::Instant,
+    /// The gateway's end of the TCP connection the call came on (one port
+    /// per pooled connection).
+    pub peer: SocketAddr,
 }
 
 /// What the scripted upstream answers.
@@ -219,6 +277,9 @@ pub enum Reply {
     Frames(Bytes),
     /// Close the stream without trailers.
     NoTrailers(Bytes),
+    /// The request message echoed back, then trailers with grpc-status 2 and
+    /// `name` set to `bytes` bytes of `x` (a trailer block over any limit).
+    LargeTrailer { name: &'static str, bytes: usize },
     /// `reply`, with extra response headers and trailers (in a trailers-only
     /// answer, the trailers go in the headers). Applied by [`with_metadata`].
     WithMetadata {
@@ -236,6 +297,9 @@ pub struct Scripted {
     /// Calls whose stream was reset/dropped before the reply was sent.
     pub cancelled: Arc<AtomicUsize>,
     reply: Arc<Mutex<Reply>>,
+    /// Accepted connections beyond this many are closed at once, without a
+    /// byte of HTTP/2 (see [`Scripted::serve_only_first`]).
+    serve_limit: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -253,6 +317,22 @@ impl Scripted {
     pub fn call_count(&self) -> usize {
         self.calls.lock().expect("lock").len()
     }
+
+    /// Serves HTTP/2 on the first `connections` accepted connections only;
+    /// every later one is closed as soon as it is accepted, so a pool slot
+    /// that dials it stays down.
+    pub fn serve_only_first(&self, connections: usize) {
+        self.serve_limit.store(connections, Ordering::SeqCst);
+    }
+
+    /// How many calls arrived on each TCP connection (by the gateway's port).
+    pub fn calls_per_connection(&self) -> std::collections::BTreeMap<SocketAddr, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for call in self.calls.lock().expect("lock").iter() {
+            *counts.entry(call.peer).or_default() += 1;
+        }
+        counts
+    }
 }
 
 /// Starts a scripted upstream that decodes requests with `pool`.
@@ -265,21 +345,26 @@ pub async fn spawn_scripted(pool: DescriptorPool, reply: Reply) -> Scripted {
     let accepted = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
     let reply = Arc::new(Mutex::new(reply));
+    let serve_limit = Arc::new(AtomicUsize::new(usize::MAX));
     let state = (calls.clone(), cancelled.clone(), reply.clone(), pool);
     let counter = accepted.clone();
+    let limit = serve_limit.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
-            counter.fetch_add(1, Ordering::SeqCst);
+            if counter.fetch_add(1, Ordering::SeqCst) >= limit.load(Ordering::SeqCst) {
+                drop(stream);
+                continue;
+            }
             let state = state.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let state = state.clone();
                     async move {
                         let plan = state.2.lock().expect("lock").clone();
-                        let response = handle_scripted(request, state).await;
+                        let response = handle_scripted(request, peer, state).await;
                         Ok::<_, Infallible>(with_metadata(response, &plan))
                     }
                 });
@@ -295,6 +380,7 @@ pub async fn spawn_scripted(pool: DescriptorPool, reply: Reply) -> Scripted {
         accepted,
         cancelled,
         reply,
+        serve_limit,
     }
 }
 
@@ -302,6 +388,7 @@ type ScriptBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn handle_scripted(
     request: Request<Incoming>,
+    peer: SocketAddr,
     (calls, cancelled, reply, pool): ScriptState,
 ) -> Response<ScriptBody> {
     let at = tokio::time::Instant::now();
@@ -328,6 +415,7 @@ async fn handle_scripted(
         headers,
         message,
         at,
+        peer,
     });
     let mut plan = reply.lock().expect("lock").clone();
     loop {
@@ -341,6 +429,13 @@ async fn handle_scripted(
             }
             Reply::WithMetadata { reply, .. } => plan = *reply,
             Reply::Echo => return ok(frame(&raw)),
+            Reply::LargeTrailer { name, bytes } => {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("2"));
+                let value = HeaderValue::from_str(&"x".repeat(bytes)).expect("ascii");
+                trailers.insert(http::HeaderName::from_static(name), value);
+                return with_trailers(frame(&raw), trailers);
+            }
             Reply::Json(json) => {
                 let (_, output) = input.expect("scripted Json reply needs a known method");
                 let msg = DynamicMessage::deserialize(output, json)
@@ -438,6 +533,11 @@ fn ok(body: Bytes) -> Response<ScriptBody> {
         t.insert("grpc-status", HeaderValue::from_static("0"));
         t
     };
+    with_trailers(body, trailers)
+}
+
+/// A gRPC response: `body`, then `trailers`.
+fn with_trailers(body: Bytes, trailers: HeaderMap) -> Response<ScriptBody> {
     let frames = futures_util::stream::iter(vec![
         Ok::<_, Infallible>(Frame::data(body)),
         Ok(Frame::trailers(trailers)),
