@@ -417,10 +417,11 @@ impl<T> FirstSettings<T> {
                 self.payload_left -= take;
                 bytes = &bytes[take..];
             }
-            if self.header_read == FRAME_HEADER_LEN && self.payload_left == 0 {
-                if let Some(settings) = self.settings.take() {
-                    let _ = settings.send(());
-                }
+            if self.header_read == FRAME_HEADER_LEN
+                && self.payload_left == 0
+                && let Some(settings) = self.settings.take()
+            {
+                let _ = settings.send(());
             }
         }
     }
@@ -431,8 +432,10 @@ impl<T> FirstSettings<T> {
         let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.header;
         let length = u32::from_be_bytes([0, l0, l1, l2]) as usize;
         let stream = u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff;
-        let is_settings =
-            kind == FRAME_TYPE_SETTINGS && flags & FLAG_ACK == 0 && stream == 0 && length % 6 == 0;
+        let is_settings = kind == FRAME_TYPE_SETTINGS
+            && flags & FLAG_ACK == 0
+            && stream == 0
+            && length.is_multiple_of(6);
         if is_settings {
             self.payload_left = length;
         } else {

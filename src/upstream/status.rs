@@ -118,6 +118,7 @@ fn details(value: &[u8]) -> Result<Bytes, String> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
 
     fn metadata(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
@@ -185,5 +186,31 @@ mod tests {
         let status =
             read(&metadata(&[("grpc-status", "2"), ("grpc-message", "%FF%")])).expect("valid");
         assert_eq!(status.message(), "%FF%");
+    }
+
+    proptest! {
+        /// The fuzz target's property, on every test run: any bytes in the
+        /// three headers (details also as valid base64 of any bytes) are a
+        /// status or an error, never a panic.
+        #[test]
+        fn any_header_bytes_are_read_or_refused(
+            code in prop_oneof![Just(b"7".to_vec()), prop::collection::vec(any::<u8>(), 0..12)],
+            message in prop::collection::vec(any::<u8>(), 0..64),
+            details in prop::collection::vec(any::<u8>(), 0..64),
+            encode_details in any::<bool>(),
+        ) {
+            let details = if encode_details {
+                BINARY_METADATA.encode(&details).into_bytes()
+            } else {
+                details
+            };
+            let mut metadata = HeaderMap::new();
+            for (name, value) in [(GRPC_STATUS, code), (GRPC_MESSAGE, message), (GRPC_STATUS_DETAILS, details)] {
+                if let Ok(value) = HeaderValue::from_bytes(&value) {
+                    metadata.insert(name, value);
+                }
+            }
+            let _ = read(&metadata);
+        }
     }
 }
