@@ -1,16 +1,21 @@
 //! Deadlines over real sockets: the upstream is given what is left of the
 //! request's one budget, routes and methods cap it, and running out answers
-//! 504 on time and cancels the upstream call. Real clocks, generous margins.
+//! 504 on time and cancels the upstream call.
+//!
+//! Every test that measures time runs on tokio's paused clock: time moves
+//! only when every task waits on a timer, so a loaded machine cannot make a
+//! budget look spent, and the margins are exact.
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderValue;
 use protogate::upstream::deadline::decode;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The `grpc-timeout` the upstream saw on its `index`th call.
 fn upstream_timeout(scripted: &Scripted, index: usize) -> Duration {
@@ -33,7 +38,7 @@ async fn post_echo(gateway: &TestGateway, path: &str, timeout: Option<&str>) -> 
     request.send().await.expect("send")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upstream_gets_the_client_timeout_minus_the_time_spent() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
@@ -44,11 +49,12 @@ async fn upstream_gets_the_client_timeout_minus_the_time_spent() {
     assert!(seen > Duration::from_millis(700), "{seen:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn time_spent_reading_a_slow_body_is_deducted_from_the_upstream_timeout() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
     let mut socket = TcpStream::connect(gateway.addr).await.expect("connect");
+    socket.set_nodelay(true).expect("nodelay");
     let body = br#"{"stringValue":"slow"}"#;
     let head = format!(
         "POST /v1/echo HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
@@ -64,10 +70,10 @@ async fn time_spent_reading_a_slow_body_is_deducted_from_the_upstream_timeout() 
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = upstream_timeout(&scripted, 0);
     assert!(seen <= Duration::from_millis(700), "{seen:?}");
-    assert!(seen > Duration::from_millis(300), "{seen:?}");
+    assert!(seen > Duration::from_millis(600), "{seen:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn route_timeout_caps_a_larger_client_timeout() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "timeout = \"2s\"")).await;
@@ -78,7 +84,7 @@ async fn route_timeout_caps_a_larger_client_timeout() {
     assert!(seen > Duration::from_millis(1500), "{seen:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn route_timeout_applies_without_a_client_timeout() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "timeout = \"2s\"")).await;
@@ -89,7 +95,7 @@ async fn route_timeout_applies_without_a_client_timeout() {
     assert!(seen > Duration::from_millis(1500), "{seen:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn method_timeout_overrides_the_route_timeout() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let extra = "timeout = \"2s\"\n[routes.methods.Echo]\ntimeout = \"400ms\"\n";
@@ -113,7 +119,7 @@ async fn method_timeout_overrides_the_route_timeout() {
     assert!(query > Duration::from_millis(1500), "{query:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slow_upstream_yields_504_near_the_deadline_and_its_call_is_cancelled() {
     let scripted = spawn_scripted(
         pool(),
@@ -154,7 +160,7 @@ async fn slow_upstream_yields_504_near_the_deadline_and_its_call_is_cancelled() 
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_timeout_shorter_than_the_route_decides_the_504() {
     let scripted = spawn_scripted(
         pool(),
@@ -217,7 +223,7 @@ async fn upstream_deadline_exceeded_status_is_504() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_grpc_timeout_is_replaced_not_forwarded() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml(scripted.addr, "timeout = \"1s\"")).await;

@@ -124,10 +124,21 @@ fn unknown_detail(code: i32, message: &str, type_url: &str, value: &[u8]) -> Byt
     envelope.encode_to_vec().into()
 }
 
-/// An address on 127.0.0.1 that nothing listens on (bound, then released).
-async fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr")
+/// An address on 127.0.0.1 that refuses connections: a socket bound to it
+/// that never listens, kept for as long as the test holds it (so no other
+/// test can take the port meanwhile).
+fn refusing_addr() -> (socket2::Socket, SocketAddr) {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an IP address");
+    (socket, addr)
 }
 
 #[tokio::test]
@@ -398,7 +409,7 @@ async fn bookstore_not_found_carries_resource_info_end_to_end() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_503_upstream_unreachable_without_its_address() {
-    let nobody = free_addr().await;
+    let (_refusing, nobody) = refusing_addr();
     let gateway = spawn_gateway(&echo_toml(nobody, "")).await;
     let answer = post_echo(&gateway, "{}").await;
     assert_eq!(answer.status, 503, "{}", answer.text);
@@ -491,11 +502,13 @@ async fn message_within_max_message_bytes_succeeds() {
     assert_eq!(answer.body["stringValue"], text.as_str());
 }
 
-/// The demo Bookstore on `addr` until `stop` fires; the task ends once every
+/// The demo Bookstore on `listener` until `stop` fires, counting the calls
+/// each connection carries into `streams`; the task ends once every
 /// connection has closed.
 fn bookstore_on(
     listener: TcpListener,
     stop: tokio::sync::oneshot::Receiver<()>,
+    streams: StreamsPerConnection,
 ) -> tokio::task::JoinHandle<()> {
     let service = protogate::cli::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
         protogate::cli::demo::Store::with_sample_data(),
@@ -503,6 +516,7 @@ fn bookstore_on(
     let incoming = tokio_stream_of(listener);
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
+            .layer(stream_counter(streams))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop.await;
@@ -515,17 +529,34 @@ fn tokio_stream_of(
     listener: TcpListener,
 ) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            // Nagle's delay on a small write (GOAWAY, PING) would be an
+            // idle moment the paused clock jumps over.
+            let _ = stream.set_nodelay(true);
+            stream
+        });
         Some((accepted, listener))
     })
 }
 
-#[tokio::test]
+/// Calls per upstream connection, in connection order.
+fn counts(streams: &StreamsPerConnection) -> Vec<usize> {
+    streams.lock().expect("lock").values().copied().collect()
+}
+
+/// Paused clock: the pool's backoffs and dial timeouts run in virtual time,
+/// so "a while later" costs nothing and cannot be too short on a busy box.
+#[tokio::test(start_paused = true)]
 async fn upstream_that_goes_down_answers_503_and_is_redialled_when_it_returns() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    // One listening socket for the whole test. While no server accepts on
+    // it, the pool's dials wait in its backlog, never get SETTINGS and time
+    // out; a server started on it again takes them up.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let addr = socket.local_addr().expect("addr");
+    let serve = || TcpListener::from_std(socket.try_clone().expect("dup")).expect("listener");
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let server = bookstore_on(listener, stopped);
+    let server = bookstore_on(serve(), stopped, StreamsPerConnection::default());
     let toml = bookstore_toml(addr, "").replace(
         "connections = 2",
         "connections = 2\nreconnect_backoff = \"20ms\"\nreconnect_backoff_max = \"100ms\"",
@@ -535,7 +566,7 @@ async fn upstream_that_goes_down_answers_503_and_is_redialled_when_it_returns() 
     let get = || async { client().get(&url).send().await.expect("send") };
     assert_eq!(get().await.status(), 200);
 
-    // Down: a graceful stop closes the gateway's connections and the port.
+    // Down: a graceful stop closes the gateway's connections.
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -549,33 +580,40 @@ async fn upstream_that_goes_down_answers_503_and_is_redialled_when_it_returns() 
         "{}",
         down.text
     );
-    // Still down a moment later: the redials fail too.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Still down after several redials (each waits 1s for SETTINGS).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let still_down = answer(get().await).await;
     assert_eq!(still_down.status, 503, "{}", still_down.text);
     assert_eq!(reason(&still_down), "UPSTREAM_UNREACHABLE");
 
-    // Back on the same port: the pool redials on its own.
-    let listener = TcpListener::bind(addr).await.expect("rebind the same port");
+    // Back: the pool redials both slots on its own.
+    let streams = StreamsPerConnection::default();
     let (_stop_again, stopped_again) = tokio::sync::oneshot::channel();
-    let _server = bookstore_on(listener, stopped_again);
+    let _server = bookstore_on(serve(), stopped_again, streams.clone());
     let started = tokio::time::Instant::now();
-    loop {
+    while counts(&streams).len() < 2 {
         let response = get().await;
         if response.status() == 200 {
             let body: serde_json::Value = response.json().await.expect("json");
             assert_eq!(body["title"], "Kindred");
-            break;
+        } else {
+            assert_eq!(response.status(), 503);
         }
-        assert_eq!(response.status(), 503);
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "the pool did not redial within 3s"
-        );
+        // Lets the paused clock move, so the bound below can be reached.
         tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "both slots did not come back within 5s: {:?}",
+            counts(&streams)
+        );
     }
-    // Both slots are back: a run of calls all succeed.
+    // Both slots are back: a run of calls all succeed, half on each.
+    let before = counts(&streams);
     for _ in 0..10 {
         assert_eq!(get().await.status(), 200);
     }
+    let after = counts(&streams);
+    assert_eq!(after.len(), 2, "{after:?}");
+    let run: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(run, [5, 5], "calls per connection in the run");
 }

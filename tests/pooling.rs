@@ -1,6 +1,9 @@
 //! Connection pooling over real sockets: a burst of thousands of concurrent
 //! requests rides exactly the configured number of upstream connections,
-//! dialled at start-up, even when the upstream caps its streams.
+//! every one of them (counted per connection at the upstream), dialled at
+//! start-up, even when the upstream caps its streams; turns are fair when a
+//! connection is down, and an upstream that is not HTTP/2 is redialled
+//! with a growing backoff.
 
 mod support;
 
@@ -26,15 +29,18 @@ fn pooled_toml(upstream: SocketAddr, connections: usize) -> String {
     )
 }
 
-/// Waits (briefly) for the upstream to have accepted `expected` connections,
-/// then checks no more arrive.
-async fn assert_accepted_settles_at(accepted: &AtomicUsize, expected: usize) {
-    let started = tokio::time::Instant::now();
-    while accepted.load(Ordering::SeqCst) < expected && started.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(accepted.load(Ordering::SeqCst), expected);
+/// The streams each upstream connection carried, after checking that there
+/// are exactly `connections` of them and that every one carried at least
+/// half of its fair share of `requests` (so no slot sat idle).
+fn assert_streams_spread(streams: &StreamsPerConnection, connections: usize, requests: usize) {
+    let per_connection: Vec<usize> = streams.lock().expect("lock").values().copied().collect();
+    assert_eq!(per_connection.len(), connections, "{per_connection:?}");
+    assert_eq!(per_connection.iter().sum::<usize>(), requests);
+    let fair = requests / connections;
+    assert!(
+        per_connection.iter().all(|&n| n >= fair / 2),
+        "uneven: {per_connection:?}"
+    );
 }
 
 /// A client allowed as many connections to the gateway as there are requests in flight.
@@ -80,28 +86,42 @@ async fn burst(gateway: &TestGateway) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_dialled_at_start_up_before_any_request() {
-    let (upstream, accepted) = spawn_bookstore().await;
+    let (upstream, accepted, streams) = spawn_counting_bookstore(None).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 0);
-    let _gateway = spawn_gateway(&pooled_toml(upstream, CONNECTIONS)).await;
-    assert_accepted_settles_at(&accepted, CONNECTIONS).await;
+    // Start-up returns once every slot has the upstream's SETTINGS, which it
+    // sends only after accepting: the count is final here, no waiting.
+    let gateway = spawn_gateway(&pooled_toml(upstream, CONNECTIONS)).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+    assert!(streams.lock().expect("lock").is_empty());
+    // The first requests ride those connections; none is dialled for them.
+    for _ in 0..CONNECTIONS {
+        let response = client()
+            .get(format!("{}/v1/shelves/1/books/1", gateway.base))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+    assert_streams_spread(&streams, CONNECTIONS, CONNECTIONS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_concurrent_requests_share_exactly_k_connections() {
-    let (upstream, accepted) = spawn_bookstore().await;
+    let (upstream, accepted, streams) = spawn_counting_bookstore(None).await;
     let gateway = spawn_gateway(&pooled_toml(upstream, CONNECTIONS)).await;
-    assert_accepted_settles_at(&accepted, CONNECTIONS).await;
     assert_eq!(burst(&gateway).await, REQUESTS);
     assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+    assert_streams_spread(&streams, CONNECTIONS, REQUESTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_stream_cap_queues_requests_on_the_same_k_connections() {
-    let (upstream, accepted) = spawn_bookstore_with(Some(10)).await;
+    let (upstream, accepted, streams) = spawn_counting_bookstore(Some(10)).await;
     let gateway = spawn_gateway(&pooled_toml(upstream, CONNECTIONS)).await;
-    assert_accepted_settles_at(&accepted, CONNECTIONS).await;
     assert_eq!(burst(&gateway).await, REQUESTS);
     assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+    assert_streams_spread(&streams, CONNECTIONS, REQUESTS);
 }
 
 /// A pool of three on an upstream that serves only two connections: the

@@ -174,22 +174,16 @@ pub async fn spawn_counting_bookstore(
         async move {
             let result = listener.accept().await.map(|(stream, _)| {
                 counter.fetch_add(1, Ordering::SeqCst);
+                // No Nagle delay: on tokio's paused clock it is an idle
+                // moment that the clock jumps over.
+                let _ = stream.set_nodelay(true);
                 stream
             });
             Some((result, listener))
         }
     });
     let streams = StreamsPerConnection::default();
-    let tally = streams.clone();
-    let count_streams = tower::util::MapRequestLayer::new(move |request: Request<_>| {
-        let peer = request
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .expect("tonic records the peer of a TCP connection");
-        *tally.lock().expect("lock").entry(peer).or_default() += 1;
-        request
-    });
+    let count_streams = stream_counter(streams.clone());
     let service = protogate::cli::demo::pb::bookstore::v1::bookstore_server::BookstoreServer::new(
         protogate::cli::demo::Store::with_sample_data(),
     );
@@ -202,6 +196,24 @@ pub async fn spawn_counting_bookstore(
             .await;
     });
     (addr, accepted, streams)
+}
+
+/// A tonic server layer that counts each call into `streams`, under the
+/// TCP connection it came on.
+pub fn stream_counter(
+    streams: StreamsPerConnection,
+) -> tower::util::MapRequestLayer<
+    impl Fn(Request<tonic::body::Body>) -> Request<tonic::body::Body> + Clone,
+> {
+    tower::util::MapRequestLayer::new(move |request: Request<tonic::body::Body>| {
+        let peer = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .expect("tonic records the peer of a TCP connection");
+        *streams.lock().expect("lock").entry(peer).or_default() += 1;
+        request
+    })
 }
 
 /// A TCP server on 127.0.0.1:0 that speaks no HTTP/2: it answers every
@@ -358,6 +370,9 @@ pub async fn spawn_scripted(pool: DescriptorPool, reply: Reply) -> Scripted {
                 drop(stream);
                 continue;
             }
+            // No Nagle delay: on tokio's paused clock it is an idle moment
+            // that the clock jumps over.
+            let _ = stream.set_nodelay(true);
             let state = state.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
