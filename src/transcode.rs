@@ -9,6 +9,7 @@ pub mod plan;
 pub mod query;
 pub mod request;
 pub mod response;
+pub mod stable_json;
 pub mod status;
 pub mod text;
 

@@ -1425,3 +1425,127 @@ mod generated {
         drop(gateway);
     }
 }
+
+// === stable representations ===
+
+/// The keys of a JSON object in the order they were written.
+fn written_keys(object: &Value) -> Vec<String> {
+    object
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn map_fields_are_answered_in_key_order_with_the_same_body_and_etag_every_time() {
+    // Enough entries that two hash orders agreeing by chance is negligible.
+    let string_map: serde_json::Map<String, Value> = (0..24)
+        .map(|i| (format!("key-{:02}", (i * 7) % 24), json!(i.to_string())))
+        .collect();
+    let reply = json!({
+        "stringMap": string_map,
+        "intMap": {"10": {"label": "ten"}, "-3": {}, "9": {}, "100": {}, "0": {}, "-20": {}},
+        "boolEnumMap": {"true": "COLOR_RED", "false": "COLOR_BLUE"},
+        "stringInt64Map": {"b": "2", "B": "3", "a": "1", "": "0", "ab": "4"},
+        "repeatedNested": [{"label": "no map here"}],
+    });
+    let scripted = spawn_scripted(pool(), Reply::Json(reply)).await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    let first = get(&gateway, "/v1/echo").await;
+    let first_body = ok_json(&first);
+    let etag = first.header("etag").expect("an ETag").to_string();
+    let mut expected_strings: Vec<String> = (0..24).map(|i| format!("key-{i:02}")).collect();
+    expected_strings.sort();
+    assert_eq!(written_keys(&first_body["stringMap"]), expected_strings);
+    assert_eq!(
+        written_keys(&first_body["intMap"]),
+        ["-20", "-3", "0", "9", "10", "100"],
+        "integer keys in numeric order"
+    );
+    assert_eq!(written_keys(&first_body["boolEnumMap"]), ["false", "true"]);
+    assert_eq!(
+        written_keys(&first_body["stringInt64Map"]),
+        ["", "B", "a", "ab", "b"],
+        "string keys bytewise"
+    );
+    for _ in 0..10 {
+        let again = get(&gateway, "/v1/echo").await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.body, first.body, "the same message, the same bytes");
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+    }
+    // So revalidation works: the client's tag matches the next answer.
+    let revalidated = send(
+        client()
+            .get(format!("{}/v1/echo", gateway.base))
+            .header("if-none-match", &etag),
+    )
+    .await;
+    assert_eq!(revalidated.status, 304);
+    assert_eq!(scripted.call_count(), 12);
+}
+
+#[tokio::test]
+async fn map_in_a_response_body_field_is_answered_in_key_order() {
+    let string_map: serde_json::Map<String, Value> = (0..16)
+        .rev()
+        .map(|i| (format!("k{i:02}"), json!("v")))
+        .collect();
+    let scripted = spawn_scripted(pool(), Reply::Json(json!({"stringMap": string_map}))).await;
+    let gateway = spawn_gateway(&everything_toml(
+        scripted.addr,
+        r#"
+[routes.methods.Unannotated]
+http = { get = "/v1/maps", response_body = "string_map" }
+"#,
+    ))
+    .await;
+    let first = get(&gateway, "/v1/maps").await;
+    let keys = written_keys(&ok_json(&first));
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys.len(), 16);
+    assert_eq!(keys, sorted);
+    for _ in 0..5 {
+        assert_eq!(get(&gateway, "/v1/maps").await.body, first.body);
+    }
+}
+
+#[tokio::test]
+async fn error_detail_maps_are_answered_in_key_order() {
+    let metadata: serde_json::Map<String, Value> = (0..16)
+        .rev()
+        .map(|i| (format!("m{i:02}"), json!(i.to_string())))
+        .collect();
+    let details = status_details(
+        &pool(),
+        9,
+        "shelf is full",
+        &[(
+            "google.rpc.ErrorInfo",
+            json!({"reason": "SHELF_FULL", "domain": "bookstore.example", "metadata": metadata}),
+        )],
+    );
+    let scripted = spawn_scripted(
+        pool(),
+        Reply::Status {
+            code: 9,
+            message: "shelf is full".into(),
+            details: Some(details),
+        },
+    )
+    .await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    let first = get(&gateway, "/v1/echo").await;
+    assert_eq!(first.status, 400);
+    let keys = written_keys(&first.json()["details"][0]["metadata"]);
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys.len(), 16);
+    assert_eq!(keys, sorted);
+    for _ in 0..5 {
+        assert_eq!(get(&gateway, "/v1/echo").await.body, first.body);
+    }
+}

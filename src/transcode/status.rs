@@ -78,8 +78,7 @@ fn any_parts(any: &DynamicMessage) -> (String, bytes::Bytes) {
 }
 
 fn render_known(type_url: &str, detail: &DynamicMessage) -> serde_json::Value {
-    let rendered = detail
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
+    let rendered = super::stable_json::to_value(detail, &SerializeOptions::new())
         .unwrap_or(serde_json::Value::Null);
     match rendered {
         serde_json::Value::Object(fields) => {
