@@ -3,7 +3,9 @@
 //! descriptors and the proto3 JSON mapping. Each binding's
 //! [`Plan`] is compiled at load time; this module reads nothing else of it.
 
+pub mod body_json;
 pub mod error;
+pub mod field_mask;
 pub mod field_path;
 pub mod plan;
 pub mod query;

@@ -1278,3 +1278,305 @@ async fn too_many_or_too_large_headers_are_431_with_a_json_body() {
     assert_eq!(reason, "HEADERS_TOO_LARGE");
     assert_eq!(scripted.call_count(), 0);
 }
+
+// === strict body binding ===
+
+/// `PUT path` with a JSON body, sent as written.
+async fn put_json(gateway: &TestGateway, path: &str, body: &str) -> Raw {
+    from_reqwest(
+        client()
+            .put(format!("{}{path}", gateway.base))
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+/// Routes for Unannotated that bind fields by the path and take a body:
+/// `*` beside path variables, and a body field with a variable inside it.
+const BOUND_BODY_ROUTES: &str = r#"
+[routes.methods.Unannotated]
+http = { post = "/v1/things/{string_value}/{nested.label}", body = "*", additional_bindings = [
+  { put = "/v1/labels/{nested.label}", body = "nested" },
+] }
+"#;
+
+#[tokio::test]
+async fn a_body_is_one_json_value_and_a_body_field_cannot_reach_other_fields() {
+    let (scripted, gateway) = echo_gateway("").await;
+    for body in [
+        // Closing the bound object early to reach the request's other fields.
+        r#"{"label":"s"},"stringValue":"injected"}"#,
+        r#"{"label":"s"},"stringValue":"injected""#,
+        r#"{"label":"s"}, "int32Value": 7"#,
+        r#"{"label":"s"}{"label":"t"}"#,
+        r#"{"label":"s"} x"#,
+        r#"null,"stringValue":"injected""#,
+    ] {
+        let (reason, message) = bad_request(&put_json(&gateway, "/v1/echo/p/nested", body).await);
+        assert_eq!(reason, "MALFORMED_JSON", "{body}: {message}");
+        assert!(message.contains("trailing"), "{body}: {message}");
+    }
+    // body "*" takes one value too.
+    for body in [
+        r#"{"stringValue":"a"}{"stringValue":"b"}"#,
+        r#"{"stringValue":"a"} {"int32Value":1}"#,
+        r#"{}[]"#,
+        r#"{} 1"#,
+    ] {
+        let (reason, message) = bad_request(&post_json(&gateway, "/v1/echo", body).await);
+        assert_eq!(reason, "MALFORMED_JSON", "{body}: {message}");
+    }
+    assert_eq!(scripted.call_count(), 0, "nothing reached the upstream");
+    // Whitespace after the one value is fine, and only the bound field is set.
+    let raw = put_json(&gateway, "/v1/echo/p/nested", "{\"label\":\"s\"} \r\n\t").await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(
+        scripted.calls()[0].message,
+        json!({"string_value": "p", "nested": {"label": "s"}})
+    );
+}
+
+#[tokio::test]
+async fn duplicate_keys_are_400_naming_the_key_at_every_level() {
+    let (scripted, gateway) = echo_gateway("").await;
+    for (body, key, at) in [
+        (
+            r#"{"stringValue":"a","stringValue":"b"}"#,
+            "stringValue",
+            "the top level",
+        ),
+        (
+            r#"{"int32Value":1,"int32_value":2}"#,
+            "int32_value",
+            "the top level",
+        ),
+        (
+            r#"{"int64_value":"1","int64Value":"1"}"#,
+            "int64Value",
+            "the top level",
+        ),
+        (
+            r#"{"nested":{"label":"a","child":{"count":1,"count":2}}}"#,
+            "count",
+            "'nested.child'",
+        ),
+        (
+            r#"{"repeatedNested":[{},{"label":"a","label":"b"}]}"#,
+            "label",
+            "'repeatedNested[1]'",
+        ),
+        (r#"{"stringMap":{"k":"1","k":"2"}}"#, "k", "'stringMap'"),
+        (r#"{"intMap":{"1":{},"01":{}}}"#, "01", "'intMap'"),
+        (
+            r#"{"intMap":{"1":{"child":{"label":"a","label":"b"}}}}"#,
+            "label",
+            "'intMap[\"1\"].child'",
+        ),
+        (
+            r#"{"structValue":{"a":1,"b":{"c":1,"c":2}}}"#,
+            "c",
+            "'structValue.b'",
+        ),
+        (r#"{"value":{"a":1,"a":2}}"#, "a", "'value'"),
+        (
+            r#"{"any":{"@type":"type.googleapis.com/testing.v1.Nested","label":"a","label":"b"}}"#,
+            "label",
+            "'any'",
+        ),
+    ] {
+        let (reason, message) = bad_request(&post_json(&gateway, "/v1/echo", body).await);
+        assert_eq!(reason, "DUPLICATE_KEY", "{body}: {message}");
+        assert!(message.contains(&format!("'{key}'")), "{body}: {message}");
+        assert!(message.contains(&format!("at {at}")), "{body}: {message}");
+    }
+    // The same in a body bound to one field.
+    let (reason, message) =
+        bad_request(&put_json(&gateway, "/v1/echo/p/nested", r#"{"count":1,"count":1}"#).await);
+    assert_eq!(reason, "DUPLICATE_KEY", "{message}");
+    assert_eq!(scripted.call_count(), 0);
+    // Equal keys in sibling objects are not duplicates.
+    let body = r#"{"nested":{"label":"a","child":{"label":"b"}},"stringMap":{"label":"c"}}"#;
+    let raw = post_json(&gateway, "/v1/echo", body).await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_a_large_object_are_found() {
+    let (scripted, gateway) = echo_gateway("").await;
+    let mut entries: Vec<String> = (0..200).map(|i| format!(r#""k{i}":"v""#)).collect();
+    entries.push(r#""k17":"again""#.into());
+    let body = format!(r#"{{"stringMap":{{{}}}}}"#, entries.join(","));
+    let (reason, message) = bad_request(&post_json(&gateway, "/v1/echo", &body).await);
+    assert_eq!(reason, "DUPLICATE_KEY", "{message}");
+    assert!(message.contains("'k17'"), "{message}");
+    assert_eq!(scripted.call_count(), 0);
+}
+
+#[tokio::test]
+async fn body_setting_a_field_the_path_binds_is_400() {
+    let (scripted, gateway) = echo_gateway(BOUND_BODY_ROUTES).await;
+    for (path, body, field) in [
+        (
+            "/v1/things/s/l",
+            r#"{"stringValue":"other"}"#,
+            "string_value",
+        ),
+        ("/v1/things/s/l", r#"{"string_value":""}"#, "string_value"),
+        ("/v1/things/s/l", r#"{"stringValue":"s"}"#, "string_value"),
+        (
+            "/v1/things/s/l",
+            r#"{"nested":{"label":"other"}}"#,
+            "nested.label",
+        ),
+    ] {
+        let (reason, message) = bad_request(&post_json(&gateway, path, body).await);
+        assert_eq!(reason, "INVALID_FIELD", "{body}: {message}");
+        assert!(
+            message.contains(&format!("'{field}'")) && message.contains("path variable"),
+            "{body}: {message}"
+        );
+    }
+    // A variable inside a body field is bound the same way.
+    let (reason, message) =
+        bad_request(&put_json(&gateway, "/v1/labels/l", r#"{"label":"other"}"#).await);
+    assert_eq!(reason, "INVALID_FIELD", "{message}");
+    assert!(message.contains("'nested.label'"), "{message}");
+    assert_eq!(scripted.call_count(), 0);
+    // The body's other fields (and a null for the bound one) are fine.
+    let raw = post_json(
+        &gateway,
+        "/v1/things/s/l",
+        r#"{"stringValue":null,"nested":{"count":2},"int32Value":3}"#,
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let raw = put_json(&gateway, "/v1/labels/l", r#"{"count":4}"#).await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let calls = scripted.calls();
+    assert_eq!(
+        calls[0].message,
+        json!({"string_value": "s", "int32_value": 3, "nested": {"label": "l", "count": 2}})
+    );
+    assert_eq!(
+        calls[1].message,
+        json!({"nested": {"label": "l", "count": 4}})
+    );
+}
+
+#[tokio::test]
+async fn json_body_in_a_charset_other_than_utf8_is_415() {
+    let (scripted, gateway) = echo_gateway("").await;
+    for content_type in [
+        "application/json; charset=latin1",
+        "application/json; charset=ISO-8859-1",
+        "application/json;charset=utf-16",
+        "application/merge-patch+json; charset=windows-1252",
+    ] {
+        let raw = from_reqwest(
+            client()
+                .post(format!("{}/v1/echo", gateway.base))
+                .header("content-type", content_type)
+                .body(r#"{"stringValue":"caf\u00e9"}"#),
+        )
+        .await;
+        let (reason, message) = status_error(&raw, 415, 3);
+        assert_eq!(reason, "UNSUPPORTED_MEDIA_TYPE", "{content_type}");
+        assert!(message.contains("UTF-8"), "{content_type}: {message}");
+    }
+    assert_eq!(scripted.call_count(), 0);
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/json; charset=UTF-8",
+        "application/json;CHARSET=\"Utf-8\"",
+    ] {
+        let raw = from_reqwest(
+            client()
+                .post(format!("{}/v1/echo", gateway.base))
+                .header("content-type", content_type)
+                .body(r#"{"stringValue":"x"}"#),
+        )
+        .await;
+        assert_eq!(raw.status, 200, "{content_type}: {}", raw.text());
+    }
+    assert_eq!(scripted.call_count(), 3);
+}
+
+// === field masks ===
+
+#[tokio::test]
+async fn field_mask_naming_no_field_is_400_in_body_and_query() {
+    let (scripted, gateway) = echo_gateway("").await;
+    for (body, named) in [
+        (r#"{"fieldMask":"stringValue,nope"}"#, "nope"),
+        (r#"{"fieldMask":"nested.nope"}"#, "nested.nope"),
+        (r#"{"fieldMask":"stringValue.label"}"#, "string_value.label"),
+        (
+            r#"{"fieldMask":"repeatedNested.label"}"#,
+            "repeated_nested.label",
+        ),
+        (r#"{"nested":{"label":"x"},"fieldMask":"a..b"}"#, "a..b"),
+        (r#"{"fieldMask":"a,,b"}"#, "a,,b"),
+        (r#"{"fieldMask":"int32Value, stringValue"}"#, " stringValue"),
+    ] {
+        let (reason, message) = bad_request(&post_json(&gateway, "/v1/echo", body).await);
+        assert_eq!(reason, "INVALID_FIELD", "{body}: {message}");
+        assert!(message.contains(named), "{body}: {message}");
+    }
+    for (target, named) in [
+        ("/v1/echo?field_mask=nope", "nope"),
+        ("/v1/echo?fieldMask=nested.child.nope", "nested.child.nope"),
+        ("/v1/echo?field_mask=a,,b", "a,,b"),
+        ("/v1/echo?field_mask=nested.", "nested."),
+    ] {
+        let (reason, message) = bad_request(&raw_get(gateway.addr, target.as_bytes()).await);
+        assert_eq!(reason, "INVALID_FIELD", "{target}: {message}");
+        assert!(message.contains(named), "{target}: {message}");
+    }
+    assert_eq!(scripted.call_count(), 0);
+    // Paths that name fields (to the last, which may be repeated) pass.
+    let raw = post_json(
+        &gateway,
+        "/v1/echo",
+        r#"{"fieldMask":"nested.child.label,repeatedNested,stringMap"}"#,
+    )
+    .await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let raw = raw_get(gateway.addr, b"/v1/echo?fieldMask=nested.count,int64Value").await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(scripted.call_count(), 2);
+}
+
+#[tokio::test]
+async fn update_mask_names_fields_of_the_message_bound_to_the_body() {
+    let scripted = spawn_scripted(
+        pool(),
+        Reply::Json(json!({"id": "2", "title": "t", "rating": 5.0})),
+    )
+    .await;
+    let gateway = spawn_gateway(&bookstore_toml(scripted.addr, "")).await;
+    let patch = |query: &'static str| {
+        from_reqwest(
+            client()
+                .patch(format!("{}/v1/shelves/1/books/2?{query}", gateway.base))
+                .header("content-type", "application/json")
+                .body(r#"{"rating":5}"#),
+        )
+    };
+    for query in [
+        "updateMask=ratin",
+        "updateMask=rating,shelf",
+        "update_mask=book.rating",
+    ] {
+        let (reason, message) = bad_request(&patch(query).await);
+        assert_eq!(reason, "INVALID_FIELD", "{query}: {message}");
+        assert!(message.contains("update_mask"), "{query}: {message}");
+    }
+    assert_eq!(scripted.call_count(), 0);
+    let raw = patch("updateMask=rating,publishTime").await;
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(
+        scripted.calls()[0].message["update_mask"],
+        json!("rating,publishTime")
+    );
+}

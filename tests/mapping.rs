@@ -457,7 +457,7 @@ async fn timestamp_duration_and_field_mask_are_read_from_their_json_strings_in_t
     let answer = get(
         &gateway,
         "/v1/echo?timestamp=2024-01-02T04:04:05.5%2B01:00&duration=-1.5s\
-         &field_mask=fooBar,nested.label",
+         &field_mask=stringValue,nested.label",
     )
     .await;
     let body = ok_json(&answer);
@@ -467,7 +467,7 @@ async fn timestamp_duration_and_field_mask_are_read_from_their_json_strings_in_t
         json!({
             "timestamp": "2024-01-02T03:04:05.500Z",
             "duration": "-1.500s",
-            "field_mask": "fooBar,nested.label",
+            "field_mask": "stringValue,nested.label",
         })
     );
     assert_eq!(
@@ -475,7 +475,7 @@ async fn timestamp_duration_and_field_mask_are_read_from_their_json_strings_in_t
         json!({
             "timestamp": "2024-01-02T03:04:05.500Z",
             "duration": "-1.500s",
-            "fieldMask": "fooBar,nested.label",
+            "fieldMask": "stringValue,nested.label",
         })
     );
 }
@@ -783,7 +783,7 @@ async fn echo_round_trips_every_json_kind() {
         "optionalString": "o",
         "timestamp": "1999-12-31T23:59:59.123456789Z",
         "duration": "3600s",
-        "fieldMask": "a.fooBar,b",
+        "fieldMask": "nested.child.label,int64Value",
         "structValue": {"k": [1, "two", null, true, {"deep": {}}]},
         "value": {"any": ["thing", 1.5]},
         "listValue": [null, false, "s", 2, [], {}],
@@ -835,7 +835,7 @@ async fn echo_round_trips_every_json_kind() {
         "optionalString": "o",
         "timestamp": "1999-12-31T23:59:59.123456789Z",
         "duration": "3600s",
-        "fieldMask": "a.fooBar,b",
+        "fieldMask": "nested.child.label,int64Value",
         "structValue": {"k": [1.0, "two", null, true, {"deep": {}}]},
         "value": {"any": ["thing", 1.5]},
         "listValue": [null, false, "s", 2.0, [], {}],

@@ -69,6 +69,7 @@ pub(super) fn transcode(error: &TranscodeError) -> Class {
         TranscodeError::JsonTooDeep { .. } => class(BAD_REQUEST, INVALID, "JSON_TOO_DEEP"),
         TranscodeError::InvalidField { .. } => class(BAD_REQUEST, INVALID, "INVALID_FIELD"),
         TranscodeError::UnknownField { .. } => class(BAD_REQUEST, INVALID, "UNKNOWN_FIELD"),
+        TranscodeError::DuplicateKey { .. } => class(BAD_REQUEST, INVALID, "DUPLICATE_KEY"),
         // The query is part of the request target, as the path is.
         TranscodeError::InvalidQuery(_) => class(BAD_REQUEST, INVALID, "INVALID_PATH"),
         TranscodeError::UnsupportedMediaType { .. } => class(

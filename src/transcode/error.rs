@@ -36,6 +36,16 @@ pub enum TranscodeError {
         /// Where it was found, e.g. " in the query string".
         context: &'static str,
     },
+    /// A JSON object gives one key twice (or one field under both its names).
+    #[error(
+        "duplicate key '{key}' in the JSON object at {at} of the request body; give each field once, under one name"
+    )]
+    DuplicateKey {
+        /// The repeated key, as the client wrote it.
+        key: String,
+        /// Where the object is, e.g. `'nested.child'`.
+        at: String,
+    },
     /// The query string cannot be decoded safely.
     #[error("invalid query string: {0}")]
     InvalidQuery(String),

@@ -9,7 +9,7 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor,
 
 use super::TranscodeError;
 use super::plan::{BodyRule, Plan};
-use super::{FieldPath, HTTP_BODY, query, text};
+use super::{FieldPath, HTTP_BODY, body_json, field_mask, query, text};
 use crate::upstream::grpc::frame;
 
 /// The parts of an HTTP request that feed the gRPC message.
@@ -57,6 +57,7 @@ pub fn request(plan: &Plan, input: HttpInput<'_>) -> Result<Bytes, TranscodeErro
     if let Some(query) = input.query.filter(|q| !q.is_empty()) {
         query::apply(&mut message, plan, query)?;
     }
+    field_mask::validate(&message, plan)?;
     Ok(frame(|buf| message.encode_raw(buf), message.encoded_len()))
 }
 
@@ -85,23 +86,7 @@ fn body_message(
         });
     }
     let options = DeserializeOptions::new().deny_unknown_fields(plan.json.deny_unknown_fields);
-    match field {
-        None => parse_json(descriptor, &input.body, &options, 0),
-        Some(path) => {
-            // Wrap the body as {"a":{"b":BODY}} and parse the whole message:
-            // one parser, one set of error messages, exact proto3 JSON rules.
-            let mut wrapped = Vec::with_capacity(input.body.len() + 8 * path.fields().len());
-            for f in path.fields() {
-                wrapped.extend_from_slice(b"{\"");
-                wrapped.extend_from_slice(f.name().as_bytes());
-                wrapped.extend_from_slice(b"\":");
-            }
-            let prefix = wrapped.len();
-            wrapped.extend_from_slice(&input.body);
-            wrapped.extend(std::iter::repeat_n(b'}', path.fields().len()));
-            parse_json(descriptor, &wrapped, &options, prefix)
-        }
-    }
+    body_json::parse(descriptor, field, &plan.variables, &input.body, &options)
 }
 
 fn http_body_message(
@@ -130,51 +115,6 @@ fn http_body_message(
     message
 }
 
-fn parse_json(
-    descriptor: &MessageDescriptor,
-    json: &[u8],
-    options: &DeserializeOptions,
-    column_offset: usize,
-) -> Result<DynamicMessage, TranscodeError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let message =
-        DynamicMessage::deserialize_with_options(descriptor.clone(), &mut deserializer, options)
-            .and_then(|m| deserializer.end().map(|()| m))
-            .map_err(|e| json_error(&e, column_offset))?;
-    Ok(message)
-}
-
-fn json_error(error: &serde_json::Error, column_offset: usize) -> TranscodeError {
-    let line = error.line();
-    // The wrapper prefix sits on line 1; report columns of the client's body.
-    let column = if line == 1 {
-        error.column().saturating_sub(column_offset).max(1)
-    } else {
-        error.column()
-    };
-    let full = error.to_string();
-    // serde_json appends " at line X column Y"; we report our own position.
-    let message = full
-        .rsplit_once(" at line ")
-        .map_or(full.as_str(), |(m, _)| m)
-        .to_string();
-    if let Some(name) = message
-        .strip_prefix("unrecognized field name '")
-        .or_else(|| message.strip_prefix("unrecognized field name `"))
-        .and_then(|rest| rest.strip_suffix('\'').or_else(|| rest.strip_suffix('`')))
-    {
-        return TranscodeError::UnknownField {
-            field: name.to_string(),
-            context: " in the request body",
-        };
-    }
-    TranscodeError::MalformedJson {
-        message,
-        line,
-        column,
-    }
-}
-
 fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), TranscodeError> {
     let Some(value) = content_type else {
         return Err(TranscodeError::UnsupportedMediaType {
@@ -191,14 +131,41 @@ fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), Tra
         .to_ascii_lowercase();
     let is_json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(TranscodeError::UnsupportedMediaType {
+    if !is_json {
+        return Err(TranscodeError::UnsupportedMediaType {
             got: text.to_string(),
             expected: "application/json",
-        })
+        });
     }
+    if !charset_is_utf8(text) {
+        // JSON is UTF-8 (RFC 8259 §8.1); bytes declared in another charset
+        // would be read as something other than what the client meant.
+        return Err(TranscodeError::UnsupportedMediaType {
+            got: text.to_string(),
+            expected: "application/json in UTF-8 (no charset, or charset=utf-8)",
+        });
+    }
+    Ok(())
+}
+
+/// Whether a media type's `charset` parameter, if any, is UTF-8. Parameter
+/// names and the charset name are case-insensitive; the value may be quoted
+/// (RFC 9110 §8.3.1, §5.6.6).
+fn charset_is_utf8(content_type: &str) -> bool {
+    content_type.split(';').skip(1).all(|parameter| {
+        let Some((name, value)) = parameter.split_once('=') else {
+            return true;
+        };
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return true;
+        }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        value.eq_ignore_ascii_case("utf-8")
+    })
 }
 
 /// Whether JSON text nests objects/arrays deeper than `limit`. A linear scan
@@ -258,6 +225,16 @@ mod tests {
             .is_ok()
         );
         assert!(check_json_content_type(Some(&HeaderValue::from_static("text/plain"))).is_err());
+        for charset in ["UTF-8", "utf-8", "\"utf-8\""] {
+            let value = format!("application/json;charset={charset}");
+            let header = HeaderValue::from_str(&value).expect("valid header");
+            assert!(check_json_content_type(Some(&header)).is_ok(), "{value}");
+        }
+        for charset in ["latin1", "iso-8859-1", "utf-16", "\"\""] {
+            let value = format!("application/json; charset={charset}");
+            let header = HeaderValue::from_str(&value).expect("valid header");
+            assert!(check_json_content_type(Some(&header)).is_err(), "{value}");
+        }
         assert!(check_json_content_type(None).is_err());
     }
 }

@@ -70,7 +70,7 @@ fn value_needs_tree(value: &Value) -> bool {
 const ANY: &str = "google.protobuf.Any";
 
 /// Well-known types whose JSON form is not an object of their fields.
-fn has_own_json_form(name: &str) -> bool {
+pub(crate) fn has_own_json_form(name: &str) -> bool {
     matches!(
         name,
         "google.protobuf.Any"

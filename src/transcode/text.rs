@@ -100,6 +100,10 @@ fn well_known(descriptor: &MessageDescriptor, text: &str) -> Result<DynamicMessa
         message.set_field(&field, inner);
         return Ok(message);
     }
+    if name == super::field_mask::FIELD_MASK {
+        // prost-reflect skips empty paths ("a,,b"); a malformed mask is refused.
+        super::field_mask::check_syntax(text)?;
+    }
     match name {
         "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
             let deserializer: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
