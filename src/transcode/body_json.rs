@@ -106,12 +106,12 @@ fn check(
     let (expect, depth, watch) = match field {
         None => (Expect::Message(descriptor.clone()), 0, watch_all(variables)),
         Some(path) => {
-            let inside = watch_all(variables)
-                & variables
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| v.is_within(path) && *v != path)
-                    .fold(0, |mask, (i, _)| mask | bit(i));
+            // Only variables inside the body field can meet the body.
+            let inside = variables
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_within(path) && *v != path)
+                .fold(0, |mask, (i, _)| mask | bit(i));
             (Expect::field(path.leaf()), path.fields().len(), inside)
         }
     };
