@@ -22,12 +22,20 @@ pub use identity::Identity;
 /// Why a request is not let through.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
-    /// No credential was presented.
+    /// No credential was presented; the challenges say how to present one.
     #[error("this route requires authentication; no credential was presented")]
-    Missing,
-    /// The credential is not valid.
+    Missing(Vec<Challenge>),
+    /// The bearer token (JWT) is not valid.
     #[error("invalid credential: {0}")]
     Invalid(String),
+    /// The API key is not valid; the challenge names where a key is read from.
+    #[error("invalid credential: {0}")]
+    InvalidKey(String, Challenge),
+    /// The credentials cannot be read unambiguously (RFC 6750 §3.1
+    /// `invalid_request`): e.g. two Authorization headers, or a token and an
+    /// API key together.
+    #[error("malformed request: {0}")]
+    Malformed(String, Vec<Challenge>),
     /// Valid credential, but not allowed here (scope or claim).
     #[error("insufficient scope: {reason}")]
     Forbidden {
@@ -39,6 +47,16 @@ pub enum AuthError {
     /// The provider's keys are not loaded yet (JWKS unreachable since start-up).
     #[error("the keys of auth provider '{0}' are not available yet")]
     KeysUnavailable(String),
+}
+
+/// One way a route asks for credentials, sent as a `WWW-Authenticate`
+/// challenge (RFC 9110 §11.6.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 6750 `Bearer`.
+    Bearer,
+    /// `ApiKey`, naming where the key is read from (`header="x-api-key"`).
+    ApiKey(Source),
 }
 
 /// One way a caller may be admitted.
@@ -113,8 +131,9 @@ impl Policy {
             return Ok(Identity::anonymous());
         }
         // Every credential the request carries, for every way this route
-        // accepts. More than one is ambiguous and refused, never guessed.
-        let mut presented: Vec<(&Source, String)> = Vec::new();
+        // accepts, readable or not. More than one is ambiguous and refused,
+        // never guessed.
+        let mut presented: Vec<(&Source, Result<String, String>)> = Vec::new();
         let mut seen_sources: Vec<&Source> = Vec::new();
         for way in &self.ways {
             let source = match way {
@@ -125,19 +144,21 @@ impl Policy {
                 continue;
             }
             seen_sources.push(source);
-            for credential in source.extract(parts)? {
+            for credential in source.extract(parts) {
                 presented.push((source, credential));
             }
         }
         let (source, credential) = match presented.len() {
-            0 => return Err(AuthError::Missing),
+            0 => return Err(AuthError::Missing(self.challenges())),
             1 => presented.remove(0),
             _ => {
-                return Err(AuthError::Invalid(
+                return Err(AuthError::Malformed(
                     "more than one credential was presented".into(),
+                    self.challenges(),
                 ));
             }
         };
+        let credential = credential.map_err(|reason| self.refusal(source, reason))?;
         // The one credential is tried against every way reading its source
         // (e.g. two issuers' tokens, both in `Authorization`), in order; the
         // first that verifies it decides. If none does, a provider whose
@@ -149,7 +170,8 @@ impl Policy {
                 Way::Jwt(provider, s) if s == source => provider.verify(&credential).await,
                 Way::ApiKey(keys, s) if s == source => keys
                     .verify(&credential)
-                    .map(|identity| (identity, Map::new())),
+                    .map(|identity| (identity, Map::new()))
+                    .map_err(|reason| AuthError::InvalidKey(reason, Challenge::ApiKey(s.clone()))),
                 _ => continue,
             };
             match verified {
@@ -169,7 +191,37 @@ impl Policy {
                 }
             }
         }
-        Err(refused.unwrap_or(AuthError::Missing))
+        Err(refused.unwrap_or_else(|| AuthError::Missing(self.challenges())))
+    }
+
+    /// How this route asks for credentials: `Bearer` when a JWT provider
+    /// is accepted, and one `ApiKey` challenge per place a key is read from.
+    fn challenges(&self) -> Vec<Challenge> {
+        let mut challenges = Vec::new();
+        for way in &self.ways {
+            let challenge = match way {
+                Way::Jwt(..) => Challenge::Bearer,
+                Way::ApiKey(_, source) => Challenge::ApiKey(source.clone()),
+                Way::Public => continue,
+            };
+            if !challenges.contains(&challenge) {
+                challenges.push(challenge);
+            }
+        }
+        challenges
+    }
+
+    /// A credential that could not even be read, refused in the terms of
+    /// the way that reads its source: a token, or an API key.
+    fn refusal(&self, source: &Source, reason: String) -> AuthError {
+        let read_by_jwt = self
+            .ways
+            .iter()
+            .any(|w| matches!(w, Way::Jwt(_, s) if s == source));
+        match read_by_jwt {
+            true => AuthError::Invalid(reason),
+            false => AuthError::InvalidKey(reason, Challenge::ApiKey(source.clone())),
+        }
     }
 
     fn authorize(&self, claims: &Map<String, Value>) -> Result<(), AuthError> {
@@ -215,12 +267,13 @@ impl Policy {
 // === impl Source ===
 
 impl Source {
-    /// Every credential this source finds in the request (normally 0 or 1).
-    fn extract(&self, parts: &Parts) -> Result<Vec<String>, AuthError> {
+    /// Every credential this source finds in the request (normally 0 or 1),
+    /// each readable or the reason it is not.
+    fn extract(&self, parts: &Parts) -> Vec<Result<String, String>> {
         let text = |v: &HeaderValue| {
             v.to_str()
                 .map(str::to_string)
-                .map_err(|_| AuthError::Invalid("the credential is not visible ASCII".into()))
+                .map_err(|_| "the credential is not visible ASCII".to_string())
         };
         match self {
             Source::Bearer => parts
@@ -231,9 +284,7 @@ impl Source {
                     let value = text(v)?;
                     let (scheme, token) = value.split_once(' ').unwrap_or((&value, ""));
                     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-                        return Err(AuthError::Invalid(
-                            "the Authorization header must be 'Bearer <token>'".into(),
-                        ));
+                        return Err("the Authorization header must be 'Bearer <token>'".into());
                     }
                     Ok(token.trim().to_string())
                 })
@@ -242,29 +293,40 @@ impl Source {
             Source::Cookie(name) => {
                 let mut found = Vec::new();
                 for header in parts.headers.get_all(COOKIE) {
-                    for pair in text(header)?.split(';') {
-                        if let Some((k, v)) = pair.trim().split_once('=')
-                            && k == name
-                        {
-                            found.push(v.to_string());
-                        }
+                    match text(header) {
+                        Ok(cookies) => found.extend(cookies.split(';').filter_map(|pair| {
+                            let (k, v) = pair.trim().split_once('=')?;
+                            (k == name).then(|| Ok(v.to_string()))
+                        })),
+                        Err(reason) => found.push(Err(reason)),
                     }
                 }
-                Ok(found)
+                found
             }
             Source::Query(name) => {
                 let query = parts.uri.query().unwrap_or("");
-                Ok(query
+                query
                     .split('&')
                     .filter_map(|pair| pair.split_once('='))
                     .filter(|(k, _)| k == name)
                     .map(|(_, v)| {
-                        percent_encoding::percent_decode_str(v)
+                        Ok(percent_encoding::percent_decode_str(v)
                             .decode_utf8_lossy()
-                            .into_owned()
+                            .into_owned())
                     })
-                    .collect())
+                    .collect()
             }
+        }
+    }
+
+    /// Where this source reads from, as the `ApiKey` challenge's auth-param
+    /// (`header`, `cookie` or `query`) and its value.
+    pub fn challenge_param(&self) -> (&'static str, &str) {
+        match self {
+            Source::Bearer => ("header", "authorization"),
+            Source::Header(name) => ("header", name.as_str()),
+            Source::Cookie(name) => ("cookie", name),
+            Source::Query(name) => ("query", name),
         }
     }
 

@@ -215,8 +215,8 @@ impl IntoResponse for GatewayError {
                 }
             }
             GatewayError::Auth(auth) => {
-                if let Some(challenge) = challenge::www_authenticate(auth) {
-                    headers.insert(header::WWW_AUTHENTICATE, challenge);
+                for challenge in challenge::www_authenticate(auth) {
+                    headers.append(header::WWW_AUTHENTICATE, challenge);
                 }
             }
             GatewayError::Route(RouteError::MethodNotAllowed { allowed, .. }) => {

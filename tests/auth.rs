@@ -252,6 +252,20 @@ async fn a_missing_or_non_bearer_authorization_answers_401_with_a_bearer_challen
     assert_eq!(scripted.call_count(), 0);
 }
 
+#[tokio::test]
+async fn a_request_without_credentials_gets_a_bare_bearer_challenge_without_an_error_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::hmac(Algorithm::HS256);
+    let (scripted, gateway) =
+        setup("auth = \"a\"", &provider("a", &key, dir.path(), false, "")).await;
+    let refused = refusal(echo(&gateway, &[]).await).await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
+    assert_eq!(refused.body["details"][0]["reason"], "CREDENTIALS_MISSING");
+    // RFC 6750 §3.1: "the resource server SHOULD NOT include an error code".
+    assert_eq!(refused.challenges, ["Bearer realm=\"protogate\""]);
+    assert_eq!(scripted.call_count(), 0);
+}
+
 // === forged and malformed tokens ===
 
 #[tokio::test]
@@ -271,6 +285,97 @@ async fn alg_none_with_an_empty_signature_is_refused() {
         let token = raw_token(header, &payload, b"");
         assert!(token.ends_with('.'));
         assert_unauthorized(echo_with(&gateway, &token).await, "CREDENTIALS_INVALID").await;
+    }
+    assert_eq!(scripted.call_count(), 0);
+}
+
+#[tokio::test]
+async fn a_correctly_signed_token_whose_header_lists_crit_is_refused_as_invalid_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::hmac(Algorithm::HS256);
+    let (scripted, gateway) =
+        setup("auth = \"a\"", &provider("a", &key, dir.path(), false, "")).await;
+    let secret = key.verifier.as_bytes();
+    let payload = claims("alice").to_string();
+
+    // Control: the same claims under a plain header are admitted.
+    let plain = hs256_raw(secret, r#"{"alg":"HS256","typ":"JWT"}"#, &payload);
+    assert_ok(echo_with(&gateway, &plain).await).await;
+    assert_eq!(scripted.call_count(), 1);
+
+    // RFC 7515 §4.1.11: an extension the recipient does not understand
+    // makes the JWS invalid; protogate understands none, so any `crit` is.
+    let mut minted = Header::new(Algorithm::HS256);
+    minted.crit = Some(vec!["exp".into()]);
+    let tokens = [
+        key.sign_with(&minted, &claims("alice")),
+        hs256_raw(
+            secret,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            &payload,
+        ),
+        hs256_raw(
+            secret,
+            r#"{"alg":"HS256","crit":["http://example.com/ext"],"http://example.com/ext":true}"#,
+            &payload,
+        ),
+        hs256_raw(secret, r#"{"alg":"HS256","crit":[]}"#, &payload),
+    ];
+    for token in &tokens {
+        let description =
+            assert_unauthorized(echo_with(&gateway, token).await, "CREDENTIALS_INVALID").await;
+        assert!(description.contains("crit"), "{description}");
+    }
+    assert_eq!(scripted.call_count(), 1);
+}
+
+#[tokio::test]
+async fn exp_and_nbf_values_out_of_range_are_described_as_such_not_as_a_missing_claim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TestKey::hmac(Algorithm::HS256);
+    let (scripted, gateway) =
+        setup("auth = \"a\"", &provider("a", &key, dir.path(), false, "")).await;
+    let secret = key.verifier.as_bytes();
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let base = format!(r#""iss":"{ISSUER}","aud":"{AUDIENCE}","sub":"alice""#);
+    let future = unix_now() + 300;
+    let cases = [
+        (
+            format!(r#"{{{base},"exp":1e300}}"#),
+            "claim 'exp' is out of range",
+        ),
+        (format!(r#"{{{base},"exp":-1}}"#), "claim 'exp' is negative"),
+        (
+            format!(r#"{{{base},"exp":"{future}"}}"#),
+            "claim 'exp' must be a whole number of seconds since 1970, not a string",
+        ),
+        (
+            format!(r#"{{{base},"exp":true}}"#),
+            "claim 'exp' must be a whole number of seconds since 1970, not a boolean",
+        ),
+        (
+            format!(r#"{{{base},"exp":{future},"nbf":1e300}}"#),
+            "claim 'nbf' is out of range",
+        ),
+        (
+            format!(r#"{{{base},"exp":{future},"nbf":-5}}"#),
+            "claim 'nbf' is negative",
+        ),
+        (
+            format!(r#"{{{base},"exp":{future},"nbf":"0"}}"#),
+            "claim 'nbf' must be a whole number of seconds since 1970, not a string",
+        ),
+        // A claim that is really absent is still called missing.
+        (format!(r#"{{{base}}}"#), "missing required claim 'exp'"),
+    ];
+    for (payload, expected) in &cases {
+        let token = hs256_raw(secret, header, payload);
+        let description =
+            assert_unauthorized(echo_with(&gateway, &token).await, "CREDENTIALS_INVALID").await;
+        assert!(
+            description.contains(expected),
+            "{payload}: {description:?} does not say {expected:?}"
+        );
     }
     assert_eq!(scripted.call_count(), 0);
 }
@@ -319,8 +424,32 @@ async fn claims_of_the_wrong_json_type_are_refused_even_when_correctly_signed() 
     assert_eq!(scripted.call_count(), 1);
 }
 
+/// Checks a 400 `invalid_request` (RFC 6750 §3.1): code INVALID_ARGUMENT,
+/// reason CREDENTIALS_AMBIGUOUS, and, on a route that takes tokens, a Bearer
+/// challenge with that error. Returns the description.
+async fn assert_invalid_request(response: reqwest::Response) -> String {
+    let refused = refusal(response).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], 3, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["details"][0]["reason"],
+        "CREDENTIALS_AMBIGUOUS"
+    );
+    let challenge = refused
+        .challenge
+        .unwrap_or_else(|| panic!("no Bearer challenge: {:?}", refused.challenges));
+    assert_eq!(
+        challenge.get("error").map(String::as_str),
+        Some("invalid_request")
+    );
+    challenge
+        .get("error_description")
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[tokio::test]
-async fn two_authorization_headers_are_refused_even_when_both_are_valid() {
+async fn two_authorization_headers_are_a_400_invalid_request_even_when_both_are_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = TestKey::hmac(Algorithm::HS256);
     let (scripted, gateway) =
@@ -332,20 +461,26 @@ async fn two_authorization_headers_are_refused_even_when_both_are_valid() {
         &[("authorization", &first), ("authorization", &second)],
     )
     .await;
-    let description = assert_unauthorized(response, "CREDENTIALS_INVALID").await;
+    let description = assert_invalid_request(response).await;
     assert!(description.contains("more than one"), "{description}");
-    // The same token twice is still two credentials.
-    let response = echo(
-        &gateway,
-        &[("authorization", &first), ("authorization", &first)],
-    )
-    .await;
-    assert_unauthorized(response, "CREDENTIALS_INVALID").await;
+    // The same token twice is still two credentials, and so is a valid
+    // token beside a malformed header.
+    for pair in [
+        [&first, &first],
+        [&first, &"Basic YWxhZGRpbjpvcGVu".to_string()],
+    ] {
+        let response = echo(
+            &gateway,
+            &[("authorization", pair[0]), ("authorization", pair[1])],
+        )
+        .await;
+        assert_invalid_request(response).await;
+    }
     assert_eq!(scripted.call_count(), 0);
 }
 
 #[tokio::test]
-async fn a_header_token_plus_a_query_token_on_an_any_of_route_is_refused() {
+async fn a_header_token_plus_a_query_token_on_an_any_of_route_is_a_400_invalid_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = TestKey::hmac(Algorithm::HS256);
     let b = TestKey::rsa(Algorithm::RS256, "b");
@@ -370,7 +505,7 @@ async fn a_header_token_plus_a_query_token_on_an_any_of_route_is_refused() {
         &[("authorization", &format!("Bearer {header_token}"))],
     )
     .await;
-    let description = assert_unauthorized(both, "CREDENTIALS_INVALID").await;
+    let description = assert_invalid_request(both).await;
     assert!(description.contains("more than one"), "{description}");
     // Two query tokens are two credentials as well.
     let twice = echo_at(
@@ -379,7 +514,7 @@ async fn a_header_token_plus_a_query_token_on_an_any_of_route_is_refused() {
         &[],
     )
     .await;
-    assert_unauthorized(twice, "CREDENTIALS_INVALID").await;
+    assert_invalid_request(twice).await;
     assert_eq!(scripted.call_count(), 0);
 
     // Each alone is admitted by its own provider; the query parameter is
@@ -900,20 +1035,100 @@ async fn an_api_key_admits_its_consumer_forwarded_as_x_consumer_and_one_characte
     off_by_one.push(format!("x{key}"));
     for wrong in &off_by_one {
         assert_ne!(wrong, &key);
-        assert_unauthorized(
+        assert_api_key_refused(
             echo(&gateway, &[("x-api-key", wrong)]).await,
             "CREDENTIALS_INVALID",
         )
         .await;
     }
-    assert_unauthorized(echo(&gateway, &[]).await, "CREDENTIALS_MISSING").await;
+    assert_api_key_refused(echo(&gateway, &[]).await, "CREDENTIALS_MISSING").await;
     // The key in a bearer header is not the configured source.
-    assert_unauthorized(
+    assert_api_key_refused(
         echo(&gateway, &[("authorization", &format!("Bearer {key}"))]).await,
         "CREDENTIALS_MISSING",
     )
     .await;
     assert_eq!(scripted.call_count(), 1);
+}
+
+/// Checks a 401 on a route that takes only API keys: an `ApiKey` challenge
+/// naming the `x-api-key` header, and no Bearer challenge (no token would do).
+async fn assert_api_key_refused(response: reqwest::Response, reason: &str) {
+    let refused = refusal(response).await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], 16, "{:?}", refused.body);
+    assert_eq!(refused.body["details"][0]["reason"], reason);
+    assert_eq!(refused.challenges, ["ApiKey header=\"x-api-key\""]);
+}
+
+#[tokio::test]
+async fn an_api_key_only_route_sends_an_api_key_challenge_naming_its_header_and_no_bearer_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = random_api_key();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, keys_file(&[("partner-a", &key)])).expect("write keys");
+    let tables = format!(
+        "\n[auth.api_keys]\nkeys_file = \"{}\"\nsource = {{ header = \"x-partner-key\" }}\n",
+        path.display()
+    );
+    let (scripted, gateway) = setup("auth = \"api_key\"", &tables).await;
+    for headers in [vec![], vec![("x-partner-key", "pk_wrong")]] {
+        let refused = refusal(echo(&gateway, &headers).await).await;
+        assert_eq!(refused.status, 401, "{:?}", refused.body);
+        assert_eq!(refused.challenges, ["ApiKey header=\"x-partner-key\""]);
+    }
+    // Two keys are ambiguous: 400, and still no Bearer challenge.
+    let two = echo(
+        &gateway,
+        &[("x-partner-key", &key), ("x-partner-key", &key)],
+    )
+    .await;
+    let refused = refusal(two).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["details"][0]["reason"],
+        "CREDENTIALS_AMBIGUOUS"
+    );
+    assert!(refused.challenges.is_empty(), "{:?}", refused.challenges);
+    assert_eq!(scripted.call_count(), 0);
+    assert_ok(echo(&gateway, &[("x-partner-key", &key)]).await).await;
+}
+
+#[tokio::test]
+async fn a_token_and_an_api_key_together_on_an_either_credential_route_are_a_400_invalid_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_key = random_api_key();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, keys_file(&[("partner-a", &api_key)])).expect("write keys");
+    let jwt = TestKey::hmac(Algorithm::HS256);
+    let tables = format!(
+        "{}\n[auth.api_keys]\nkeys_file = \"{}\"\n",
+        provider("a", &jwt, dir.path(), false, ""),
+        path.display()
+    );
+    let (scripted, gateway) = setup("auth = [\"a\", \"api_key\"]", &tables).await;
+    let bearer = format!("Bearer {}", jwt.sign(&claims("alice")));
+
+    let both = echo(
+        &gateway,
+        &[("authorization", &bearer), ("x-api-key", &api_key)],
+    )
+    .await;
+    let description = assert_invalid_request(both).await;
+    assert!(description.contains("more than one"), "{description}");
+    assert_eq!(scripted.call_count(), 0);
+
+    // Nothing at all: both ways in are offered, neither with an error code.
+    let refused = refusal(echo(&gateway, &[]).await).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.challenges,
+        ["Bearer realm=\"protogate\"", "ApiKey header=\"x-api-key\""]
+    );
+    // Each alone is admitted.
+    assert_ok(echo(&gateway, &[("authorization", &bearer)]).await).await;
+    assert_ok(echo(&gateway, &[("x-api-key", &api_key)]).await).await;
+    assert_eq!(scripted.call_count(), 2);
 }
 
 #[tokio::test]
@@ -939,7 +1154,7 @@ async fn a_revoked_api_key_is_refused_once_the_keys_file_is_rewritten_and_the_co
     // Until the reload, the old key set serves.
     assert_ok(echo(&gateway, &[("x-api-key", &old)]).await).await;
     handle.replace(compile_snapshot(&routes_path).await);
-    assert_unauthorized(
+    assert_api_key_refused(
         echo(&gateway, &[("x-api-key", &old)]).await,
         "CREDENTIALS_INVALID",
     )

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -166,6 +168,13 @@ impl JwtProvider {
         }
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Invalid(format!("malformed token header: {e}")))?;
+        // RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` lists
+        // an extension it does not understand; protogate understands none.
+        if header.crit.is_some() {
+            return Err(AuthError::Invalid(
+                "the token header lists critical extensions (crit), which are not supported".into(),
+            ));
+        }
         let Some((_, validation)) = self.by_alg.iter().find(|(alg, _)| *alg == header.alg) else {
             return Err(AuthError::Invalid(format!(
                 "algorithm {:?} is not accepted",
@@ -205,7 +214,7 @@ impl JwtProvider {
             }
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => return Ok((self.identity(&data.claims), data.claims)),
-                Err(e) => last_error = AuthError::Invalid(describe(&e)),
+                Err(e) => last_error = AuthError::Invalid(describe(&e, token)),
             }
         }
         Err(last_error)
@@ -246,7 +255,7 @@ pub fn family_of(alg: Algorithm) -> AlgorithmFamily {
     }
 }
 
-fn describe(error: &jsonwebtoken::errors::Error) -> String {
+fn describe(error: &jsonwebtoken::errors::Error, token: &str) -> String {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
         ErrorKind::ExpiredSignature => "the token has expired".into(),
@@ -255,10 +264,53 @@ fn describe(error: &jsonwebtoken::errors::Error) -> String {
         ErrorKind::InvalidAudience => "wrong audience".into(),
         ErrorKind::InvalidSignature => "invalid signature".into(),
         ErrorKind::InvalidAlgorithm => "algorithm does not match the key".into(),
-        ErrorKind::MissingRequiredClaim(c) => format!("missing required claim '{c}'"),
-        ErrorKind::InvalidClaimFormat(c) => format!("claim '{c}' has the wrong type"),
+        ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+            describe_claim(token, c)
+        }
         ErrorKind::Base64(_) => "malformed base64 in the token".into(),
         ErrorKind::Json(_) => "malformed JSON in the token".into(),
         _ => "invalid token".into(),
+    }
+}
+
+/// Why a claim the validator could not use was refused. jsonwebtoken calls
+/// an `exp` it cannot read as seconds "missing"; the payload says which it
+/// is. Claim checks run after the signature is verified, so the payload read
+/// here is the authenticated one.
+fn describe_claim(token: &str, claim: &str) -> String {
+    let value = token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .and_then(|mut claims| claims.remove(claim));
+    let seconds = "a whole number of seconds since 1970";
+    let is_time = matches!(claim, "exp" | "nbf");
+    match value {
+        None => format!("missing required claim '{claim}'"),
+        Some(other) if !is_time => {
+            format!("claim '{claim}' has the wrong type ({})", json_type(&other))
+        }
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v < 0) => {
+            format!("claim '{claim}' is negative ({n}); it must be {seconds}")
+        }
+        Some(Value::Number(n)) => {
+            format!("claim '{claim}' is out of range ({n}); it must be {seconds}")
+        }
+        Some(other) => format!(
+            "claim '{claim}' must be {seconds}, not {}",
+            json_type(&other)
+        ),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }

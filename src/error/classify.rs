@@ -94,15 +94,21 @@ pub(super) fn transcode(error: &TranscodeError) -> Class {
 
 pub(super) fn auth(error: &AuthError) -> Class {
     match error {
-        AuthError::Missing => class(
+        AuthError::Missing(_) => class(
             StatusCode::UNAUTHORIZED,
             Code::Unauthenticated,
             "CREDENTIALS_MISSING",
         ),
-        AuthError::Invalid(_) => class(
+        AuthError::Invalid(_) | AuthError::InvalidKey(..) => class(
             StatusCode::UNAUTHORIZED,
             Code::Unauthenticated,
             "CREDENTIALS_INVALID",
+        ),
+        // RFC 6750 §3.1 `invalid_request`: two credentials in one request.
+        AuthError::Malformed(..) => class(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "CREDENTIALS_AMBIGUOUS",
         ),
         AuthError::Forbidden { .. } => class(
             StatusCode::FORBIDDEN,

@@ -1030,8 +1030,10 @@ pub async fn compile_snapshot(path: &std::path::Path) -> protogate::snapshot::Sn
 pub struct Refusal {
     /// HTTP status.
     pub status: u16,
-    /// The `WWW-Authenticate` challenge's auth-params, if one was sent.
+    /// The `Bearer` challenge's auth-params, if one was sent.
     pub challenge: Option<std::collections::BTreeMap<String, String>>,
+    /// Every `WWW-Authenticate` field, as sent.
+    pub challenges: Vec<String>,
     /// The google.rpc.Status body.
     pub body: serde_json::Value,
 }
@@ -1060,17 +1062,24 @@ pub async fn refusal(response: reqwest::Response) -> Refusal {
         "{text}"
     );
     assert_eq!(detail["domain"], "protogate", "{text}");
-    let challenges: Vec<_> = headers.get_all("www-authenticate").iter().collect();
+    let challenges: Vec<String> = headers
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().expect("challenge is visible ASCII").to_string())
+        .collect();
+    let bearer: Vec<&String> = challenges
+        .iter()
+        .filter(|c| c.starts_with("Bearer"))
+        .collect();
     assert!(
-        challenges.len() <= 1,
-        "one challenge at most: {challenges:?}"
+        bearer.len() <= 1,
+        "one Bearer challenge at most: {challenges:?}"
     );
-    let challenge = challenges
-        .first()
-        .map(|value| parse_bearer_challenge(value.to_str().expect("challenge is visible ASCII")));
+    let challenge = bearer.first().map(|value| parse_bearer_challenge(value));
     Refusal {
         status,
         challenge,
+        challenges,
         body,
     }
 }
@@ -1129,6 +1138,14 @@ pub async fn assert_unauthorized(response: reqwest::Response, reason: &str) -> S
     let challenge = refused
         .challenge
         .unwrap_or_else(|| panic!("401 without WWW-Authenticate: {:?}", refused.body));
+    if reason == "CREDENTIALS_MISSING" {
+        // RFC 6750 §3.1: no credentials, no error code; the body says why.
+        assert_eq!(challenge.get("error"), None, "{challenge:?}");
+        return refused.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
     assert_eq!(
         challenge.get("error").map(String::as_str),
         Some("invalid_token")
