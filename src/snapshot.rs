@@ -123,6 +123,7 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
     let settings = settings::compile(file, &mut errors);
     let providers =
         crate::auth::load::providers(&file.auth, &loaded.base_dir, fetch_keys, &mut errors);
+    providers.refuse_forwarded_credentials(&file.headers.forward_request, &mut errors);
     for name in &file.headers.forward_request {
         let lower = name.get_ref().to_ascii_lowercase();
         if providers

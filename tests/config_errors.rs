@@ -112,6 +112,7 @@ fixtures! {
     unparseable_duration_is_reported_at_the_value => "bad_duration",
     duration_without_unit_is_reported_as_needing_a_string => "bad_duration_unitless",
     unforwardable_request_headers_are_each_reported => "unforwardable_header",
+    credential_headers_in_forward_request_are_refused_pointing_at_forward_authorization => "forwarded_credential_headers",
     proto_file_outside_the_include_paths_is_reported_with_the_searched_paths => "missing_proto_file",
     missing_descriptor_set_is_reported_at_its_path => "missing_descriptor_set",
     proto_files_and_descriptor_set_together_are_rejected => "files_and_descriptor_set",

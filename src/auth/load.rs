@@ -76,6 +76,49 @@ pub fn providers(
     out
 }
 
+/// Request headers that carry a caller's credential whatever the configuration.
+const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+impl Providers {
+    /// Refuses `[headers] forward_request` entries that carry a caller's
+    /// credential: `Authorization`, `Proxy-Authorization`, `Cookie` and every
+    /// header a provider or the API keys read. Forwarding them from a list
+    /// would bypass `forward_authorization`, the one switch the cache rules
+    /// know about. Replaces the generic "cannot be forwarded" error for the
+    /// same entry, if any, with this more precise one.
+    pub fn refuse_forwarded_credentials(
+        &self,
+        forward_request: &[Spanned<String>],
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let read_here: Vec<&str> = self
+            .jwt
+            .values()
+            .map(|(_, source)| source)
+            .chain(self.api_keys.iter().map(|(_, source)| source))
+            .filter_map(|source| match source {
+                Source::Header(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for name in forward_request {
+            let lower = name.get_ref().to_ascii_lowercase();
+            if !CREDENTIAL_HEADERS.contains(&lower.as_str()) && !read_here.contains(&lower.as_str())
+            {
+                continue;
+            }
+            errors.retain(|e| e.span.as_ref() != Some(&name.span()));
+            errors.push(
+                ConfigError::at(
+                    name.span(),
+                    format!("header '{lower}' carries the caller's credentials and cannot be forwarded from a list"),
+                )
+                .hint("the only way to pass the client's Authorization upstream is forward_authorization = true on the route or method"),
+            );
+        }
+    }
+}
+
 fn source(
     token: &TokenSource,
     default: Source,
