@@ -1,7 +1,8 @@
 //! The protogate binary's command line: `check` prints the compiled route
 //! table for good configs (annotated, overridden, hidden and descriptor-set
 //! routes), every subcommand has help, and `serve` refuses a bad config
-//! without starting.
+//! without starting (nor panicking when there are no CA certificates), and a
+//! JWKS fetch failure is logged with its cause.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -279,4 +280,153 @@ fn serve_with_a_bad_config_exits_with_the_diagnostic_without_starting() {
         !stderr.contains("listening"),
         "serve must not start: {stderr}"
     );
+}
+
+/// A routes.toml whose one route needs a token from provider `idp`, which
+/// fetches its keys from `jwks_url`; the gateway listens on a free port.
+fn jwks_routes(jwks_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+{proto}
+[upstreams.bookstore]
+endpoints = ["http://127.0.0.1:50051"]
+
+[auth.providers.idp]
+issuer = "https://issuer.test"
+algorithms = ["RS256"]
+jwks_url = "{jwks_url}"
+
+[[routes]]
+service = "bookstore.v1.Bookstore"
+upstream = "bookstore"
+auth = "idp"
+"#,
+        proto = proto_section("bookstore/v1/bookstore.proto")
+    )
+}
+
+/// `protogate serve` on `toml` with extra environment, its stderr read line
+/// by line on a thread: the lines arrive on the returned channel as they
+/// are written, so a test waits on the event, not on a clock.
+struct Serving {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serving {
+    fn start(toml: &str, env: &[(&str, &str)]) -> Serving {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, toml).expect("write routes.toml");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_protogate"));
+        command
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn protogate serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Serving {
+            child,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// Every stderr line up to and including the first that contains
+    /// `needle`; panics with what was seen if none does within 20 s or the
+    /// process closes its stderr first.
+    fn until(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line containing {needle:?} ({e}); stderr so far:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // Only the child this test started, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_jwks_fetch_failure_logs_its_cause_not_just_error_sending_request() {
+    // A socket bound but not listening: connecting to it is refused, and
+    // holding it keeps the port from being reused by anything else.
+    let closed =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    closed
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = closed
+        .local_addr()
+        .expect("local addr")
+        .as_socket()
+        .expect("inet");
+    let serving = Serving::start(&jwks_routes(&format!("http://{addr}/jwks.json")), &[]);
+    let lines = serving.until("JWKS fetch failed");
+    let failure = lines.last().expect("a line");
+    assert!(
+        failure.contains("Connection refused") || failure.contains("connection refused"),
+        "the log names the cause: {failure}"
+    );
+    assert!(!failure.contains('\u{1b}'), "no colour codes: {failure:?}");
+}
+
+#[test]
+fn serve_without_ca_certificates_exits_with_an_error_naming_the_jwks_provider_instead_of_panicking()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nowhere = dir.path().join("no-such-bundle.pem");
+    let nowhere = nowhere.to_str().expect("utf-8 path");
+    let mut serving = Serving::start(
+        &jwks_routes("https://issuer.test/jwks.json"),
+        &[("SSL_CERT_FILE", nowhere), ("SSL_CERT_DIR", nowhere)],
+    );
+    let lines = serving.until("error(s) in");
+    let text = lines.join("\n");
+    assert!(
+        text.contains("provider 'idp': cannot build the HTTP client for jwks_url"),
+        "{text}"
+    );
+    assert!(text.contains("CA certificates"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let status = serving.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(1), "{text}");
 }

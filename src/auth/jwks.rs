@@ -58,14 +58,16 @@ pub struct Jwks {
 
 impl Jwks {
     /// Starts the background refresher; the first fetch happens at once.
-    pub fn start(config: JwksConfig) -> Arc<Jwks> {
+    /// Fails when the HTTP client cannot be built (e.g. no CA certificates
+    /// on the system): a start-up error, never a panic.
+    pub fn start(config: JwksConfig) -> Result<Arc<Jwks>, String> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             // Keys come from this URL only; never follow a redirect elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap_or_default();
+            .map_err(|e| error_chain(&e))?;
         let last_good = LAST_GOOD
             .lock()
             .ok()
@@ -116,7 +118,7 @@ impl Jwks {
                 tokio::time::sleep(next).await;
             }
         });
-        jwks
+        Ok(jwks)
     }
 
     /// The current keys, `None` until the first successful fetch.
@@ -161,7 +163,7 @@ impl Jwks {
                 .get(&self.config.url)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| error_chain(&e))?;
             if !response.status().is_success() {
                 return Err(format!("HTTP status {}", response.status()));
             }
@@ -171,7 +173,7 @@ impl Jwks {
                 .and_then(|v| v.to_str().ok())
                 .and_then(max_age);
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
                 if body.len() + chunk.len() > self.config.max_bytes {
                     return Err(format!(
                         "JWKS body is larger than {} bytes",
@@ -198,6 +200,24 @@ impl Jwks {
         self.keys.store(Some(keys));
         Ok(max_age)
     }
+}
+
+/// An error and every cause under it, outermost first: reqwest's own text
+/// ("error sending request for url (...)") names no cause, the chain does
+/// (connection refused, a TLS failure, a reset).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some layers repeat their cause in their own text.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn max_age(cache_control: &str) -> Option<Duration> {

@@ -273,7 +273,19 @@ fn jwt_provider(
         if !fetch || errors.len() > before {
             Keys::Static(Arc::new(KeySet::default()))
         } else {
-            Keys::Remote(Jwks::start(config))
+            match Jwks::start(config) {
+                Ok(jwks) => Keys::Remote(jwks),
+                Err(reason) => {
+                    errors.push(
+                        ConfigError::at(
+                            url.span(),
+                            format!("provider '{name}': cannot build the HTTP client for jwks_url: {reason}"),
+                        )
+                        .hint("install the system's CA certificates (e.g. the ca-certificates package), or point SSL_CERT_FILE at a PEM bundle"),
+                    );
+                    return None;
+                }
+            }
         }
     } else {
         let mut set = KeySet::default();
