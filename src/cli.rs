@@ -155,7 +155,6 @@ pub fn load(path: &Path, fetch_keys: bool) -> Option<Compiled> {
         }
         Err(errors) => {
             eprint!("{}", loaded.source.render(&errors));
-            eprintln!("{} error(s) in {}", errors.len(), path.display());
             None
         }
     }
@@ -287,7 +286,11 @@ fn token(
     ttl: std::time::Duration,
 ) -> ExitCode {
     let loaded = match config::load(path) {
-        Ok(loaded) => loaded,
+        Ok(loaded) if loaded.schema_errors.is_empty() => loaded,
+        Ok(loaded) => {
+            eprint!("{}", loaded.source.render(&loaded.schema_errors));
+            return ExitCode::FAILURE;
+        }
         Err((source, errors)) => {
             eprint!("{}", source.render(&errors));
             return ExitCode::FAILURE;

@@ -105,13 +105,13 @@ impl Compiled {
 /// Compiles a loaded routes.toml without touching the network (for
 /// `protogate check`): JWKS URLs are checked but not fetched.
 pub fn compile(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
-    compile_with(loaded, false)
+    loaded.with_schema_errors(compile_with(loaded, false))
 }
 
 /// Compiles a loaded routes.toml for serving: JWKS URLs start fetching in
 /// the background (must run inside the runtime).
 pub fn compile_for_serving(loaded: &Loaded) -> Result<Compiled, Vec<ConfigError>> {
-    compile_with(loaded, true)
+    loaded.with_schema_errors(compile_with(loaded, true))
 }
 
 fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<ConfigError>> {

@@ -419,7 +419,7 @@ fn serve_without_ca_certificates_exits_with_an_error_naming_the_jwks_provider_in
         &jwks_routes("https://issuer.test/jwks.json"),
         &[("SSL_CERT_FILE", nowhere), ("SSL_CERT_DIR", nowhere)],
     );
-    let lines = serving.until("error(s) in");
+    let lines = serving.until("1 error in");
     let text = lines.join("\n");
     assert!(
         text.contains("provider 'idp': cannot build the HTTP client for jwks_url"),

@@ -106,9 +106,11 @@ fixtures! {
     service_listed_twice_is_one_error_naming_the_first_entry => "duplicate_service",
     split_service_binding_a_method_twice_names_the_methods => "split_service_overlap",
     two_methods_claiming_one_template_are_reported_at_the_second => "duplicate_binding",
-    misspelt_upstream_key_is_reported_with_the_known_keys => "unknown_key",
-    misspelt_http_rule_key_is_reported_with_the_known_keys => "unknown_key_in_http_rule",
-    misspelt_section_is_reported_with_the_known_sections => "unknown_section",
+    misspelt_upstream_key_is_reported_with_a_did_you_mean_hint => "unknown_key",
+    misspelt_http_rule_key_is_reported_with_a_did_you_mean_hint => "unknown_key_in_http_rule",
+    misspelt_section_is_reported_with_a_did_you_mean_hint => "unknown_section",
+    misspelt_auth_provider_name_is_reported_with_a_did_you_mean_hint => "misspelt_auth_provider",
+    missing_required_key_is_reported_at_its_table_and_the_rest_still_checked => "missing_required_key",
     unparseable_duration_is_reported_at_the_value => "bad_duration",
     duration_without_unit_is_reported_as_needing_a_string => "bad_duration_unitless",
     unforwardable_request_headers_are_each_reported => "unforwardable_header",
@@ -128,12 +130,39 @@ fn several_mistakes_are_all_reported_in_file_order_with_their_count() {
         .map(|rest| rest.split(':').next().and_then(|n| n.parse().ok()))
         .collect::<Option<_>>()
         .expect("every error has a line");
-    assert_eq!(lines.len(), 9, "{}", outcome.stderr);
+    assert_eq!(lines.len(), 15, "{}", outcome.stderr);
     assert!(lines.is_sorted(), "errors in file order: {lines:?}");
+    // Schema mistakes (which stopped reading at the first one before) and
+    // semantic ones come out of the same run.
+    for mistake in [
+        "timeout: invalid duration \"5 secs please\": expected a number before \"please\"",
+        "unknown key 'keepalive_intervall' in [upstreams.bookstore]",
+        "endpoints: expected a sequence, found string",
+        "leeway: expected a duration string",
+        "unknown section 'respones_cache'",
+        "unknown service 'testing.v1.Everything'",
+        "unknown auth provider 'crop'",
+        "this route has no auth policy",
+    ] {
+        assert!(
+            outcome.stderr.contains(mistake),
+            "{mistake}\n{}",
+            outcome.stderr
+        );
+    }
+    // The upstream whose endpoints had the wrong type is not also said to
+    // have none: one mistake, one error.
+    assert!(
+        !outcome
+            .stderr
+            .contains("upstream 'everything' has no endpoints"),
+        "{}",
+        outcome.stderr
+    );
     assert!(
         outcome
             .stderr
-            .ends_with("9 error(s) in tests/config/many_mistakes.toml\n"),
+            .ends_with("15 errors in tests/config/many_mistakes.toml\n"),
         "{}",
         outcome.stderr
     );

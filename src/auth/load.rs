@@ -19,6 +19,7 @@ use crate::config::ConfigError;
 use crate::config::auth::{
     ApiKeyEntry, ApiKeysFile, AuthSection, AuthSetting, JwtProviderSection, RouteAuth, TokenSource,
 };
+use crate::config::diagnostic::suggest;
 use crate::headers::is_forwardable;
 
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -438,6 +439,18 @@ fn api_keys(
     Some((Arc::new(ApiKeys::new(keys, consumer_metadata)), source))
 }
 
+/// "did you mean" a configured provider (or `none` / `api_key`), else how
+/// to define one.
+fn unknown_provider_hint(name: &str, providers: &Providers) -> String {
+    let mut known: Vec<String> = providers.jwt.keys().cloned().collect();
+    known.extend(providers.broken.iter().cloned());
+    known.extend(["none".to_string(), "api_key".to_string()]);
+    match suggest(name, &known, "providers") {
+        hint if hint.starts_with("did you mean") => hint,
+        _ => format!("define [auth.providers.{name}], or use \"none\" or \"api_key\""),
+    }
+}
+
 /// Compiles a route's policy: method keys override the route's.
 pub fn policy(
     route: &RouteAuth,
@@ -473,9 +486,8 @@ pub fn policy(
                 Some((provider, source)) => ways.push(Way::Jwt(provider.clone(), source.clone())),
                 None if providers.broken.iter().any(|b| b == other) => {}
                 None => errors.push(
-                    ConfigError::at(span.clone(), format!("unknown auth provider '{other}'")).hint(
-                        format!("define [auth.providers.{other}], or use \"none\" or \"api_key\""),
-                    ),
+                    ConfigError::at(span.clone(), format!("unknown auth provider '{other}'"))
+                        .hint(unknown_provider_hint(other, providers)),
                 ),
             },
         }

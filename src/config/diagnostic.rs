@@ -110,17 +110,22 @@ impl fmt::Display for Rendered<'_> {
                 writeln!(f, "      = hint: {hint}")?;
             }
         }
-        Ok(())
+        match self.errors.len() {
+            0 => Ok(()),
+            1 => writeln!(f, "1 error in {path}"),
+            n => writeln!(f, "{n} errors in {path}"),
+        }
     }
 }
 
-/// "did you mean X?" by edit distance, else the list of what exists.
+/// "did you mean X?" by edit distance (a swap of two letters counts as
+/// one edit), else the list of what exists.
 pub fn suggest(wrong: &str, known: &[String], what: &str) -> String {
     let best = known
         .iter()
         .map(|k| {
             (
-                edit_distance(&wrong.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                strsim::damerau_levenshtein(&wrong.to_ascii_lowercase(), &k.to_ascii_lowercase()),
                 k,
             )
         })
@@ -130,23 +135,6 @@ pub fn suggest(wrong: &str, known: &[String], what: &str) -> String {
         _ if known.is_empty() => format!("no {what} are defined"),
         _ => format!("known {what}: {}", known.join(", ")),
     }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for j in 0..b.len() {
-            let current = row[j + 1];
-            row[j + 1] = (previous + usize::from(ca != b[j]))
-                .min(row[j] + 1)
-                .min(current + 1);
-            previous = current;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -165,5 +153,23 @@ mod tests {
         );
         assert!(text.contains("^^^^^^"), "{text}");
         assert!(text.contains("hint: define [upstreams.nope]"), "{text}");
+    }
+
+    #[test]
+    fn close_names_are_suggested_and_far_ones_listed() {
+        let known = ["connections".to_string(), "timeout".to_string()];
+        assert_eq!(
+            suggest("conections", &known, "keys"),
+            "did you mean 'connections'?"
+        );
+        assert_eq!(
+            suggest("tiemout", &known, "keys"),
+            "did you mean 'timeout'?"
+        );
+        assert_eq!(
+            suggest("colour", &known, "keys"),
+            "known keys: connections, timeout"
+        );
+        assert_eq!(suggest("x", &[], "providers"), "no providers are defined");
     }
 }

@@ -334,8 +334,31 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
         }
     }
     let text = d.deserialize_str(Text)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?}: {}",
+            duration_problem(&text, &e)
+        ))
+    })
+}
+
+/// What is wrong with a duration, in words: humantime's own text gives a
+/// byte offset ("expected number at 7").
+fn duration_problem(text: &str, error: &humantime::DurationError) -> String {
+    use humantime::DurationError;
+    let rest = |at: usize| text.get(at..).unwrap_or("").trim();
+    match error {
+        DurationError::Empty => "it is empty".to_string(),
+        DurationError::InvalidCharacter(at) => match rest(*at).chars().next() {
+            Some(c) => format!("unexpected character {c:?}"),
+            None => "unexpected character".to_string(),
+        },
+        DurationError::NumberExpected(at) => format!("expected a number before {:?}", rest(*at)),
+        DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit {unit:?} (use ms, s, m, h or d)")
+        }
+        DurationError::NumberOverflow => "the number is too large".to_string(),
+    }
 }
 
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
