@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 /// Module → the modules it may import (docs/architecture.md).
 const RULES: &[(&str, &[&str])] = &[
     ("headers", &[]),
+    ("backoff", &[]),
     ("descriptors", &[]),
     ("config", &["headers"]),
     ("route", &["headers"]),
-    ("upstream", &["headers"]),
+    ("upstream", &["backoff", "headers"]),
     ("limits", &["upstream"]),
     ("transcode", &["upstream", "headers"]),
-    ("auth", &["config", "headers"]),
+    ("auth", &["config", "backoff", "headers"]),
     ("metadata", &["auth", "headers"]),
     ("cache", &["config", "route", "transcode", "headers"]),
     ("response_cache", &["headers"]),

@@ -16,6 +16,12 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::jwt::KeySet;
+use crate::backoff::Backoff;
+
+/// The first retry after a failed fetch, doubling on each further failure.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest wait between retries (shorter still if the refresh interval is).
+const MAX_RETRY: Duration = Duration::from_secs(32);
 
 /// The last good key set of every JWKS URL fetched in this process. A new
 /// snapshot (a reload) starts from it rather than from nothing, so a reload
@@ -82,7 +88,8 @@ impl Jwks {
         });
         let weak = Arc::downgrade(&jwks);
         tokio::spawn(async move {
-            let mut failures = 0u32;
+            // Retries after a failure come sooner than the refresh interval.
+            let mut retry = None::<Backoff>;
             loop {
                 let Some(jwks) = weak.upgrade() else { return };
                 let next = {
@@ -92,7 +99,7 @@ impl Jwks {
                     jwks.generation.fetch_add(1, Ordering::SeqCst);
                     match result {
                         Ok(max_age) => {
-                            failures = 0;
+                            retry = None;
                             // max-age only brings the refresh forward, never
                             // below the cool-down (unless the refresh itself
                             // is shorter; `clamp` would panic then).
@@ -101,16 +108,17 @@ impl Jwks {
                             })
                         }
                         Err(reason) => {
-                            failures = failures.saturating_add(1);
                             let kept = if jwks.keys.load().is_some() {
                                 "keeping the last good keys"
                             } else {
                                 "calls needing this provider answer 503 until keys arrive"
                             };
                             tracing::error!(provider = %jwks.config.provider, url = %jwks.config.url, %reason, "JWKS fetch failed; {kept}");
-                            // Retry sooner than the refresh interval, backing off.
-                            (Duration::from_millis(500) * 2u32.saturating_pow(failures.min(6)))
-                                .min(jwks.config.refresh)
+                            retry
+                                .get_or_insert_with(|| {
+                                    Backoff::new(FIRST_RETRY, jwks.config.refresh.min(MAX_RETRY))
+                                })
+                                .next_delay()
                         }
                     }
                 };

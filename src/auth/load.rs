@@ -8,26 +8,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::HeaderName;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use toml::Spanned;
 
 use super::api_key::{ApiKeys, parse_digest};
-use super::jwks::{Jwks, JwksConfig};
-use super::jwt::{JwtProvider, KeySet, Keys, family_of};
+use super::jwt::JwtProvider;
 use super::{Policy, Source, Way};
 use crate::config::ConfigError;
 use crate::config::auth::{
-    ApiKeyEntry, ApiKeysFile, AuthSection, AuthSetting, JwtProviderSection, RouteAuth, TokenSource,
+    ApiKeyEntry, ApiKeysFile, AuthSection, AuthSetting, RouteAuth, TokenSource,
 };
 use crate::config::diagnostic::suggest;
-use crate::headers::is_forwardable;
 
-/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
-const MIN_SECRET_BYTES: usize = 32;
-
-/// Longest clock-skew leeway accepted. jsonwebtoken computes `now - leeway`
-/// unchecked: a leeway of decades panics (debug) or expires every token.
-const MAX_LEEWAY: std::time::Duration = std::time::Duration::from_secs(3600);
+mod jwt;
 
 /// Every configured way in, by name.
 #[derive(Debug, Default)]
@@ -60,7 +52,7 @@ pub fn providers(
             ));
             continue;
         }
-        match jwt_provider(name.get_ref(), provider, base_dir, fetch, errors) {
+        match jwt::provider(name.get_ref(), provider, base_dir, fetch, errors) {
             Some(built) => {
                 out.identity_metadata.extend(built.0.metadata_keys());
                 out.jwt.insert(name.get_ref().clone(), built);
@@ -166,223 +158,6 @@ fn source(
         return Source::Query(query.clone());
     }
     default
-}
-
-fn jwt_provider(
-    name: &str,
-    section: &Spanned<JwtProviderSection>,
-    base_dir: &Path,
-    fetch: bool,
-    errors: &mut Vec<ConfigError>,
-) -> Option<(Arc<JwtProvider>, Source)> {
-    let span = section.span();
-    let p = section.get_ref();
-    let before = errors.len();
-    let mut algorithms = Vec::new();
-    for alg in &p.algorithms {
-        match alg.get_ref().parse::<Algorithm>() {
-            Ok(a) => algorithms.push(a),
-            Err(_) => errors.push(
-                ConfigError::at(alg.span(), format!("unknown algorithm '{}'", alg.get_ref()))
-                    .hint("use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"),
-            ),
-        }
-    }
-    if p.algorithms.is_empty() {
-        errors.push(
-            ConfigError::at(
-                span.clone(),
-                format!("provider '{name}' lists no algorithms"),
-            )
-            .hint("add algorithms = [\"RS256\"] (never inferred from tokens)"),
-        );
-    }
-    let sources = [
-        p.jwks_url.is_some(),
-        p.jwks_file.is_some(),
-        p.pem_file.is_some(),
-        p.secret_env.is_some(),
-        p.secret_file.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if sources != 1 {
-        errors.push(
-            ConfigError::at(
-                span.clone(),
-                format!("provider '{name}' needs exactly one key source"),
-            )
-            .hint("give one of jwks_url, jwks_file, pem_file, secret_env, secret_file"),
-        );
-        return None;
-    }
-    let hmac = p.secret_env.is_some() || p.secret_file.is_some();
-    for (alg, written) in algorithms.iter().zip(&p.algorithms) {
-        if (family_of(*alg) == AlgorithmFamily::Hmac) != hmac {
-            errors.push(
-                ConfigError::at(written.span(), format!("algorithm {alg:?} does not fit provider '{name}''s key source"))
-                    .hint("HS* algorithms need secret_env/secret_file; the others need a public key (jwks_url, jwks_file, pem_file)"),
-            );
-        }
-    }
-    if p.leeway > MAX_LEEWAY {
-        errors.push(
-            ConfigError::at(
-                span.clone(),
-                format!(
-                    "provider '{name}': leeway is {:?}, over the limit of 1h",
-                    p.leeway
-                ),
-            )
-            .hint("leeway absorbs clock skew: seconds, a few minutes at most"),
-        );
-    }
-    if p.jwks_url.is_some() {
-        // A zero refresh refetches in a tight loop; a zero timeout never
-        // lets a fetch succeed.
-        for (key, value) in [
-            ("jwks_refresh", p.jwks_refresh),
-            ("jwks_timeout", p.jwks_timeout),
-        ] {
-            if value.is_zero() {
-                errors.push(
-                    ConfigError::at(
-                        span.clone(),
-                        format!("provider '{name}': {key} must be longer than 0"),
-                    )
-                    .hint("e.g. jwks_refresh = \"5m\", jwks_timeout = \"2s\""),
-                );
-            }
-        }
-    }
-    let keys = if let Some(url) = &p.jwks_url {
-        if !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://")) {
-            errors.push(ConfigError::at(
-                url.span(),
-                "jwks_url must be an http(s) URL",
-            ));
-        }
-        let config = JwksConfig {
-            provider: name.to_string(),
-            url: url.get_ref().clone(),
-            refresh: p.jwks_refresh,
-            cooldown: p.jwks_cooldown,
-            timeout: p.jwks_timeout,
-            max_bytes: p.jwks_max_bytes,
-        };
-        if !fetch || errors.len() > before {
-            Keys::Static(Arc::new(KeySet::default()))
-        } else {
-            match Jwks::start(config) {
-                Ok(jwks) => Keys::Remote(jwks),
-                Err(reason) => {
-                    errors.push(
-                        ConfigError::at(
-                            url.span(),
-                            format!("provider '{name}': cannot build the HTTP client for jwks_url: {reason}"),
-                        )
-                        .hint("install the system's CA certificates (e.g. the ca-certificates package), or point SSL_CERT_FILE at a PEM bundle"),
-                    );
-                    return None;
-                }
-            }
-        }
-    } else {
-        let mut set = KeySet::default();
-        let loaded: Result<(), String> = (|| {
-            if let Some(file) = &p.jwks_file {
-                let text = std::fs::read(base_dir.join(file.get_ref()))
-                    .map_err(|e| format!("cannot read jwks_file: {e}"))?;
-                let jwks = serde_json::from_slice(&text)
-                    .map_err(|e| format!("jwks_file is not a JWKS: {e}"))?;
-                set = KeySet::from_jwks(&jwks, name);
-            } else if let Some(file) = &p.pem_file {
-                let pem = std::fs::read(base_dir.join(file.get_ref()))
-                    .map_err(|e| format!("cannot read pem_file: {e}"))?;
-                let family = algorithms
-                    .first()
-                    .map(|a| family_of(*a))
-                    .ok_or("no algorithm")?;
-                let key = match family {
-                    AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
-                    AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
-                    AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
-                    AlgorithmFamily::Hmac => {
-                        return Err("a PEM key cannot be an HMAC secret".into());
-                    }
-                }
-                .map_err(|e| format!("pem_file is not a {family:?} public key: {e}"))?;
-                set.insert(None, key, None);
-            } else {
-                let secret = if let Some(var) = &p.secret_env {
-                    std::env::var(var.get_ref())
-                        .map_err(|_| format!("environment variable {} is not set", var.get_ref()))?
-                } else if let Some(file) = &p.secret_file {
-                    std::fs::read_to_string(base_dir.join(file.get_ref()))
-                        .map_err(|e| format!("cannot read secret_file: {e}"))?
-                } else {
-                    String::new()
-                };
-                let secret = secret.trim_end_matches(['\n', '\r']);
-                if secret.len() < MIN_SECRET_BYTES {
-                    return Err(format!(
-                        "the HMAC secret is {} bytes; at least {MIN_SECRET_BYTES} are required",
-                        secret.len()
-                    ));
-                }
-                set.insert(None, DecodingKey::from_secret(secret.as_bytes()), None);
-            }
-            Ok(())
-        })();
-        if let Err(reason) = loaded {
-            errors.push(ConfigError::at(
-                span.clone(),
-                format!("provider '{name}': {reason}"),
-            ));
-            return None;
-        }
-        Keys::Static(Arc::new(set))
-    };
-    let mut validation = Validation::new(algorithms.first().copied().unwrap_or(Algorithm::RS256));
-    validation.algorithms = algorithms;
-    validation.leeway = p.leeway.as_secs();
-    // nbf is off by default in jsonwebtoken; a not-yet-valid token must fail.
-    validation.validate_nbf = true;
-    validation.set_issuer(&[&p.issuer]);
-    let mut required = vec!["exp", "iss"];
-    if p.audiences.is_empty() {
-        validation.validate_aud = false;
-    } else {
-        validation.set_audience(&p.audiences);
-        required.push("aud");
-    }
-    validation.set_required_spec_claims(&required);
-    let mut claims_to_metadata = Vec::new();
-    for (claim, header) in &p.claims_to_metadata {
-        let lower = header.get_ref().to_ascii_lowercase();
-        match HeaderName::from_bytes(lower.as_bytes()) {
-            Ok(h) if is_forwardable(&lower) && lower != "authorization" => {
-                claims_to_metadata.push((claim.clone(), h))
-            }
-            _ => errors.push(ConfigError::at(
-                header.span(),
-                format!("'{}' cannot be an identity metadata key", header.get_ref()),
-            )),
-        }
-    }
-    let token_source = source(&p.token, Source::Bearer, span, errors);
-    if errors.len() > before {
-        return None;
-    }
-    let provider = JwtProvider::new(
-        name.to_string(),
-        validation,
-        keys,
-        p.max_token_bytes,
-        claims_to_metadata,
-    );
-    Some((Arc::new(provider), token_source))
 }
 
 fn api_keys(

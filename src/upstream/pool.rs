@@ -28,11 +28,12 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rand::Rng;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
+
+use crate::backoff::Backoff;
 
 /// Largest header or trailer block accepted from an upstream, in bytes of
 /// decoded header list (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). A block over
@@ -220,7 +221,7 @@ async fn run_slot(
     first_attempt: oneshot::Sender<()>,
 ) {
     let mut first_attempt = Some(first_attempt);
-    let mut backoff = config.backoff_initial;
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut warnings = Warnings::default();
     loop {
         match dial(&slot.authority, &config).await {
@@ -232,7 +233,7 @@ async fn run_slot(
                 if let Some(tx) = first_attempt.take() {
                     let _ = tx.send(());
                 }
-                backoff = config.backoff_initial;
+                backoff.reset();
                 tokio::select! {
                     result = connection => {
                         let reason = match result {
@@ -260,14 +261,10 @@ async fn run_slot(
                 }
             }
         }
-        // Full jitter over [backoff/2, backoff]: slots that failed together
-        // do not redial in lockstep.
-        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
         tokio::select! {
-            _ = tokio::time::sleep(jittered) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(config.backoff_max);
     }
 }
 
