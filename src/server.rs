@@ -3,21 +3,28 @@
 //! client may send before a request is even parsed, and drains connections on
 //! shutdown.
 
+mod connection;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::limits::Limits;
 use crate::metadata::ClientAddr;
+use connection::{Activity, Bounds, Tracked, Verdict};
 
 /// The public listener's settings, compiled from `[server]`.
 #[derive(Debug, Clone)]
@@ -30,7 +37,27 @@ pub struct ListenerSettings {
     pub shutdown_grace: Duration,
     /// Concurrent streams per client HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// From accept to a complete first request head, whatever the protocol.
+    pub first_request_timeout: Duration,
+    /// How long a connection with no request in flight is kept open.
+    pub idle_timeout: Duration,
+    /// How long a response may go without the client accepting any of it.
+    pub send_timeout: Duration,
+    /// Response bytes one connection's unfinished responses may hold.
+    pub max_buffered_response_bytes: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
+
+/// How long to wait before accepting again after `accept` failed (EMFILE,
+/// ENFILE, ENOBUFS): long enough not to spin, short enough that a freed
+/// descriptor is used soon.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// At most one warning per this interval for conditions that repeat per
+/// connection (accept failures, the connection cap), with a count of the
+/// ones left out.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits up to
 /// the configured grace period for in-flight requests.
@@ -42,42 +69,139 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let builder = connection_builder(settings, limits);
-    let graceful = GracefulShutdown::new();
+    let bounds = bounds(settings);
+    let capacity = settings.max_connections.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(capacity));
+    let (stop, stopping) = watch::channel(false);
+    let mut accept_failures = Throttled::default();
+    let mut refusals = Throttled::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if let Some(left_out) = accept_failures.due() {
+                        tracing::warn!(error = %e, left_out, "accept failed; backing off");
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closing at once frees the descriptor; an HTTP answer would
+            // first need the protocol sniffed, which is what costs.
+            if let Some(left_out) = refusals.due() {
+                tracing::warn!(
+                    limit = capacity,
+                    left_out,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let service = connection_service(router.clone(), peer);
+        let activity = Activity::new(bounds);
+        let service = connection_service(router.clone(), peer, activity.clone());
         let connection = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(supervise(
+            connection,
+            activity,
+            stopping.clone(),
+            slot,
+            peer,
+        ));
     }
     drop(listener);
+    let _ = stop.send(true);
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down; draining connections");
-    if tokio::time::timeout(settings.shutdown_grace, graceful.shutdown())
+    let all_closed = slots.acquire_many(u32::try_from(capacity).unwrap_or(u32::MAX));
+    if tokio::time::timeout(settings.shutdown_grace, all_closed)
         .await
         .is_err()
     {
         tracing::warn!("grace period over; closing the remaining connections");
     }
     Ok(())
+}
+
+fn bounds(settings: &ListenerSettings) -> Bounds {
+    Bounds {
+        first_request: settings.first_request_timeout,
+        idle: settings.idle_timeout,
+        send: settings.send_timeout,
+        buffered_bytes: settings.max_buffered_response_bytes,
+    }
+}
+
+/// Drives one connection until it ends, a bound in `activity` is crossed,
+/// or the server stops. A connection that never sent a request, or whose
+/// responses the client stopped accepting, is dropped at once (the socket
+/// closes and every stream's memory is freed); an idle or stopping one is
+/// asked to finish (HTTP/2 GOAWAY) and dropped if it has not within
+/// `send_timeout`. The slot is released when this returns.
+async fn supervise<C>(
+    connection: C,
+    activity: Arc<Activity>,
+    mut stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        ended = connection.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        verdict = activity.crossed() => {
+            tracing::debug!(%peer, ?verdict, "closing connection");
+            if verdict != Verdict::Idle {
+                return;
+            }
+        }
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        verdict = activity.crossed() => {
+            if verdict == Verdict::Idle {
+                let _ = tokio::time::timeout(activity.send_bound(), connection).await;
+            }
+        }
+    }
+}
+
+/// Says when a repeating warning is due again, and how many were left out.
+#[derive(Debug, Default)]
+struct Throttled {
+    last: Option<Instant>,
+    left_out: u64,
+}
+
+impl Throttled {
+    fn due(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < WARNING_INTERVAL)
+        {
+            self.left_out += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.left_out))
+    }
 }
 
 fn connection_builder(settings: &ListenerSettings, limits: &Limits) -> Builder<TokioExecutor> {
@@ -100,20 +224,27 @@ fn connection_builder(settings: &ListenerSettings, limits: &Limits) -> Builder<T
     builder
 }
 
-/// The router, with the connection's peer address attached to each request.
+/// The router, with the connection's peer address attached to each request
+/// and each request and response reported to the connection's `activity`.
 fn connection_service(
     router: Router,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 ) -> impl tower::Service<
     http::Request<Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+    Response = http::Response<Tracked<axum::body::Body>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<Tracked<axum::body::Body>>, Infallible>> + Send,
 > + Clone
 + Send
 + 'static {
     tower::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
-        router.clone().oneshot(request.map(axum::body::Body::new))
+        let in_flight = activity.request_started();
+        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+        async move {
+            let Ok(response) = answer.await;
+            Ok(response.map(|body| Tracked::new(body, in_flight)))
+        }
     })
 }

@@ -68,6 +68,22 @@ pub struct ServerSection {
     pub shutdown_grace: Duration,
     /// Concurrent streams per client HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// How long a new connection may take to complete its first request
+    /// head, from accept (covers the HTTP/1-vs-HTTP/2 sniff and the h2 preface).
+    #[serde(deserialize_with = "duration")]
+    pub first_request_timeout: Duration,
+    /// How long a connection with no request in flight is kept open.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long a response may go without the client accepting any of it
+    /// (a closed HTTP/2 window, an unread socket) before its connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub send_timeout: Duration,
+    /// Response bytes one connection's unfinished responses may hold; a
+    /// response beyond it is reset rather than buffered.
+    pub max_buffered_response_bytes: usize,
+    /// Connections served at once; above it new connections are closed at accept.
+    pub max_connections: usize,
     /// Number of proxies in front of the gateway whose `X-Forwarded-For` entries are trusted.
     pub trusted_proxy_hops: usize,
     /// Log one line per request at info level.
@@ -301,6 +317,11 @@ impl Default for ServerSection {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             http2_max_concurrent_streams: 200,
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            max_buffered_response_bytes: 8 << 20,
+            max_connections: 10_000,
             trusted_proxy_hops: 0,
             access_log: true,
         }

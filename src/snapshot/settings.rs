@@ -30,6 +30,11 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             header_read_timeout: server.header_read_timeout,
             shutdown_grace: server.shutdown_grace,
             http2_max_concurrent_streams: server.http2_max_concurrent_streams,
+            first_request_timeout: server.first_request_timeout,
+            idle_timeout: server.idle_timeout,
+            send_timeout: server.send_timeout,
+            max_buffered_response_bytes: server.max_buffered_response_bytes,
+            max_connections: server.max_connections,
         },
         limits: Limits {
             max_body_bytes: limits.max_body_bytes,
