@@ -1,6 +1,7 @@
 //! The edge layers every request passes before the pipeline, outermost
-//! first: CORS (preflights are answered here, never forwarded), JSON bodies
-//! for errors raised by the layers below, the coding-dependent `ETag` and
+//! first: CORS (preflights are answered here, never forwarded), the request
+//! id and a panic turned into that request's 500, JSON bodies for errors
+//! raised by the layers below, the coding-dependent `ETag` and
 //! `Vary` for bodiless answers (HEAD, 304), response compression per
 //! Accept-Encoding, request decompression (so the body limit counts
 //! decompressed bytes), then the pipeline, which owns routing.
@@ -9,14 +10,16 @@
 //! changes routes, not them (restart to change `[cors]` or `[compression]`).
 
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
@@ -24,6 +27,9 @@ use tower::{Layer as _, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::decompression::RequestDecompressionLayer;
+
+use crate::error::GatewayError;
+use crate::headers::X_REQUEST_ID;
 
 pub mod cors;
 
@@ -57,7 +63,9 @@ pub fn layers(router: Router, policy: &EdgePolicy) -> Router {
                 bodyless_representation,
             ));
     }
-    router = router.layer(axum::middleware::map_response(finish));
+    router = router
+        .layer(axum::middleware::map_response(finish))
+        .layer(axum::middleware::from_fn(contain_panics));
     if let Some(cors) = &policy.cors {
         router = router
             .layer(cors.layer())
@@ -66,6 +74,48 @@ pub fn layers(router: Router, policy: &EdgePolicy) -> Router {
             ));
     }
     router
+}
+
+/// Longest accepted client-supplied `x-request-id`.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The client's request id if it is sane, else a fresh random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return id.clone();
+    }
+    let bits: u128 = rand::random();
+    HeaderValue::from_str(&format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// A panic while serving one request becomes that request's 500 (JSON
+/// google.rpc.Status, details only in the log, with the request id) instead
+/// of a dropped connection. The request id is fixed here, before anything
+/// can panic, so the log line, the answer and the upstream metadata agree.
+async fn contain_panics(mut request: Request, next: Next) -> Response {
+    let request_id = request_id(request.headers());
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(request_id = ?request_id, %method, %path, panic = %what, "request handler panicked");
+            let mut response = GatewayError::Internal(what).into_response();
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            response
+        }
+    }
 }
 
 /// Last touches on every answer leaving the gateway.
@@ -227,4 +277,18 @@ fn compression_layer(compression: &Compression) -> CompressionLayer<impl Predica
         .br(true)
         .zstd(true)
         .compress_when(predicate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_request_ids_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+    }
 }

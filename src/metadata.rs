@@ -18,22 +18,6 @@ use crate::headers::{
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
-/// Longest accepted client-supplied `x-request-id`.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// The client's request id if it is sane, else a fresh random one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(X_REQUEST_ID)
-        && !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID_LEN
-        && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    {
-        return id.clone();
-    }
-    let bits: u128 = rand::random();
-    HeaderValue::from_str(&format!("{bits:032x}")).unwrap_or(HeaderValue::from_static("0"))
-}
-
 /// Which headers cross the gateway besides the ones it sets itself,
 /// compiled from `[headers]` and `[server] trusted_proxy_hops`.
 #[derive(Debug, Clone, Default)]
@@ -252,14 +236,5 @@ mod tests {
         );
         h.append(http::header::CONNECTION, HeaderValue::from_static("te"));
         assert_eq!(connection_options(&h), ["close", "x-tenant", "te"]);
-    }
-
-    #[test]
-    fn odd_request_ids_are_replaced() {
-        let mut h = HeaderMap::new();
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(request_id(&h), "has space");
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
     }
 }

@@ -68,7 +68,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
     let snapshot = gateway.snapshot.load_full();
-    let request_id = metadata::request_id(request.headers());
+    let request_id = crate::edge::request_id(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = match serve(&snapshot, request, &request_id, started).await {
