@@ -219,6 +219,11 @@ impl IntoResponse for GatewayError {
                     headers.append(header::WWW_AUTHENTICATE, challenge);
                 }
             }
+            GatewayError::Limit(LimitError::AmbiguousFraming(_)) => {
+                // A proxy in front may have framed this request otherwise:
+                // nothing after it on this connection can be trusted.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             GatewayError::Route(RouteError::MethodNotAllowed { allowed, .. }) => {
                 let allow = allowed
                     .iter()

@@ -61,6 +61,27 @@ pub enum LimitError {
     /// The deadline ran out while the body was still arriving.
     #[error("the request body did not arrive within the deadline")]
     BodyTimeout,
+    /// A `Transfer-Encoding` other than exactly one `chunked`.
+    #[error(
+        "invalid header 'transfer-encoding': {0:?} is not accepted; only a single `chunked` is"
+    )]
+    AmbiguousFraming(String),
+}
+
+/// hyper frames a body by `Transfer-Encoding` when its last coding is
+/// `chunked` and ignores the rest (`gzip, chunked` is read as plain
+/// chunked); a proxy in front may read such a request differently, which is
+/// how smuggling starts (RFC 9112 §6.1). Anything but exactly one `chunked`
+/// is refused, and the connection is closed after the answer.
+fn plain_chunked(headers: &HeaderMap) -> Result<(), LimitError> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(only), None) if only.as_bytes().eq_ignore_ascii_case(b"chunked") => Ok(()),
+        (Some(first), _) => Err(LimitError::AmbiguousFraming(
+            String::from_utf8_lossy(first.as_bytes()).into_owned(),
+        )),
+    }
 }
 
 // === impl Limits ===
@@ -104,7 +125,7 @@ impl Limits {
                 limit: self.max_header_bytes,
             });
         }
-        Ok(())
+        plain_chunked(&parts.headers)
     }
 
     /// Reads the whole body, bounded in size (after decompression) and by

@@ -54,7 +54,9 @@ fn is_credential_header(name: &HeaderName) -> bool {
         || name.contains("apikey")
 }
 
-/// Builds the metadata sent upstream.
+/// Builds the metadata sent upstream. Client header values copied into it
+/// must be visible ASCII (gRPC's ASCII-Value, 0x20-0x7E): an upstream would
+/// decode obs-text its own way, so such a value is dropped, never re-encoded.
 pub fn upstream(
     parts: &Parts,
     forwarding: &Forwarding,
@@ -98,12 +100,26 @@ pub fn upstream(
     if forward_authorization && let Some(value) = parts.headers.get(AUTHORIZATION) {
         metadata.insert(AUTHORIZATION, value.clone());
     }
+    let mut metadata = visible_ascii_only(metadata);
     // Last, so identity always wins over anything above: a client can never
     // set what only authentication sets.
     for (name, value) in &identity.metadata {
         metadata.insert(name.clone(), value.clone());
     }
     metadata
+}
+
+/// `metadata` without the values gRPC metadata cannot carry.
+fn visible_ascii_only(metadata: HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(metadata.len());
+    for (name, value) in &metadata {
+        if value.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b)) {
+            kept.append(name.clone(), value.clone());
+        } else {
+            tracing::debug!(header = %name, "value outside visible ASCII not forwarded upstream");
+        }
+    }
+    kept
 }
 
 /// The header names a `Connection` header lists (lowercased): RFC 9110

@@ -23,8 +23,8 @@ use crate::limits::LimitError;
 use crate::metadata;
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
-use crate::route::RouteMatch;
 use crate::route::path::normalize;
+use crate::route::{RouteError, RouteMatch};
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
@@ -107,7 +107,14 @@ async fn serve(
     let limits = &snapshot.settings.limits;
     limits.check_head(&parts)?;
     let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
-    let found = snapshot.routes.find(&parts.method, &path)?;
+    let found = match snapshot.routes.find(&parts.method, &path) {
+        // No binding for OPTIONS itself: say what the path does accept
+        // (RFC 9110 §9.3.7). CORS preflights never get here.
+        Err(RouteError::MethodNotAllowed { allowed, .. }) if parts.method == Method::OPTIONS => {
+            return Ok(allow(&allowed));
+        }
+        found => found?,
+    };
     let plan = snapshot.plans.get(found.binding);
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
@@ -394,6 +401,21 @@ fn respond(
         *response.body_mut() = Body::from(answer.body);
     }
     Ok(response)
+}
+
+/// A 204 whose `Allow` lists `methods` and OPTIONS.
+fn allow(methods: &[Method]) -> Response {
+    let list = methods
+        .iter()
+        .chain(std::iter::once(&Method::OPTIONS))
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 /// One `Server-Timing` metric (milliseconds, as browsers' devtools expect).

@@ -97,3 +97,36 @@ async fn a_slow_request_head_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(scripted.call_count(), 0);
 }
+
+#[tokio::test]
+async fn transfer_encoding_other_than_exactly_chunked_is_a_400_and_nothing_is_forwarded() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    for coding in ["gzip, chunked", "identity, chunked", "chunked, chunked"] {
+        // hyper reads these as plain chunked; a proxy in front may not.
+        let raw = format!(
+            "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: {coding}\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"
+        );
+        let (response, closed) = exchange(gateway.addr, raw.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{coding}: {response}");
+        assert!(response.contains("transfer-encoding"), "{response}");
+        assert!(closed, "{coding}: the connection must be closed");
+    }
+    assert_eq!(scripted.call_count(), 0);
+    // Exactly `chunked` is still fine.
+    let raw = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    let (response, _) = exchange(gateway.addr, raw.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test]
+async fn a_folded_header_line_is_a_400_and_nothing_is_forwarded() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&everything_toml(scripted.addr, "")).await;
+    // obs-fold (RFC 9112 §5.2): a proxy may join the lines, hyper must not guess.
+    let raw = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nTransfer-Encoding:\r\n chunked\r\n\r\n{}";
+    let (response, closed) = exchange(gateway.addr, raw.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(closed);
+    assert_eq!(scripted.call_count(), 0);
+}

@@ -55,6 +55,7 @@ pub(super) fn limit(error: &LimitError) -> Class {
             class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "BODY_TOO_LARGE")
         }
         LimitError::UnreadableBody(_) => class(BAD_REQUEST, INVALID, "UNREADABLE_BODY"),
+        LimitError::AmbiguousFraming(_) => class(BAD_REQUEST, INVALID, "INVALID_HEADER"),
         LimitError::BodyTimeout => class(
             StatusCode::GATEWAY_TIMEOUT,
             Code::DeadlineExceeded,
