@@ -233,6 +233,8 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     };
     let routes = compiled.routes.len();
     let gateway = Gateway::new(compiled.start().await);
+    // The bound address, so `--listen 127.0.0.1:0` says which port it got.
+    let listen = listener.local_addr().unwrap_or(listen);
     tracing::info!(%listen, routes, "protogate listening");
     if with_demo {
         print_demo_help(listen);
