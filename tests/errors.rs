@@ -18,27 +18,7 @@ const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 
 /// A routes.toml for the Everything service with settings of its own upstream.
 fn echo_toml(upstream: SocketAddr, upstream_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-access_log = false
-
-[proto]
-files = ["testing/v1/everything.proto"]
-include = ["{{proto}}"]
-
-[upstreams.echo]
-endpoints = ["http://{upstream}"]
-connections = 1
-timeout = "5s"
-{upstream_extra}
-
-[[routes]]
-service = "testing.v1.EverythingService"
-upstream = "echo"
-auth = "none"
-"#
-    )
+    everything_toml_with(upstream, upstream_extra, "")
 }
 
 /// An error answer: status, headers and the parsed body.

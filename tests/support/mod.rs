@@ -75,52 +75,65 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
     }
 }
 
-/// A routes.toml for the Bookstore on `upstream`, with `extra` appended.
-pub fn bookstore_toml(upstream: SocketAddr, extra: &str) -> String {
+/// A routes.toml with one upstream, `name` on `upstream` (plus the
+/// `upstream_extra` lines of its table), and one `[[routes]]` entry serving
+/// `service` from `proto_file`, public, with `route_extra` appended.
+pub fn one_route_toml(
+    proto_file: &str,
+    service: &str,
+    name: &str,
+    upstream: SocketAddr,
+    upstream_extra: &str,
+    route_extra: &str,
+) -> String {
     format!(
         r#"
 [server]
 access_log = false
 
 [proto]
-files = ["bookstore/v1/bookstore.proto"]
+files = ["{proto_file}"]
 include = ["{{proto}}"]
 
-[upstreams.bookstore]
+[upstreams.{name}]
 endpoints = ["http://{upstream}"]
-connections = 2
+{upstream_extra}
 
 [[routes]]
-service = "bookstore.v1.Bookstore"
-upstream = "bookstore"
+service = "{service}"
+upstream = "{name}"
 auth = "none"
-{extra}
+{route_extra}
 "#
+    )
+}
+
+/// A routes.toml for the Bookstore on `upstream`, with `extra` appended.
+pub fn bookstore_toml(upstream: SocketAddr, extra: &str) -> String {
+    one_route_toml(
+        "bookstore/v1/bookstore.proto",
+        "bookstore.v1.Bookstore",
+        "bookstore",
+        upstream,
+        "connections = 2",
+        extra,
     )
 }
 
 /// A routes.toml for testing.v1.Everything on `upstream`, with `extra` appended.
 pub fn everything_toml(upstream: SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-access_log = false
+    everything_toml_with(upstream, "", extra)
+}
 
-[proto]
-files = ["testing/v1/everything.proto"]
-include = ["{{proto}}"]
-
-[upstreams.echo]
-endpoints = ["http://{upstream}"]
-connections = 1
-timeout = "5s"
-
-[[routes]]
-service = "testing.v1.EverythingService"
-upstream = "echo"
-auth = "none"
-{extra}
-"#
+/// [`everything_toml`] with `upstream_extra` lines in the upstream's table.
+pub fn everything_toml_with(upstream: SocketAddr, upstream_extra: &str, extra: &str) -> String {
+    one_route_toml(
+        "testing/v1/everything.proto",
+        "testing.v1.EverythingService",
+        "echo",
+        upstream,
+        &format!("connections = 1\ntimeout = \"5s\"\n{upstream_extra}"),
+        extra,
     )
 }
 
