@@ -332,6 +332,43 @@ async fn private_marking_keeps_authenticated_answers_out_of_a_cache_that_ignores
 }
 
 #[tokio::test]
+async fn a_forwarded_credential_keeps_the_answer_out_of_a_cache_that_ignores_authorization() {
+    // A public route (auth = "none") that passes the client's Authorization
+    // upstream, behind the same careless CDN rule.
+    let chain = chain(
+        "forward_authorization = true\ncache = { public = true, max_age = \"30s\" }\n",
+        "sub vcl_recv { if (req.method == \"GET\") { return (hash); } }",
+    )
+    .await;
+    let path = "/v1/echo?string_value=session";
+    let personal = chain
+        .get(path, &[("authorization", "Bearer alice-session")])
+        .await;
+    assert_eq!(personal.status, 200);
+    assert!(
+        personal
+            .header("cache-control")
+            .is_some_and(|c| c.starts_with("private"))
+    );
+    // The next anonymous caller must not get alice's answer from Varnish.
+    let anonymous = chain.get(path, &[]).await;
+    assert!(
+        !anonymous.is_hit(),
+        "the anonymous caller got alice's answer"
+    );
+    assert_eq!(chain.scripted.call_count(), 2);
+    assert!(
+        chain.scripted.calls()[1]
+            .headers
+            .get("authorization")
+            .is_none()
+    );
+    // Anonymous answers stay publicly cacheable.
+    assert!(chain.get(path, &[]).await.is_hit());
+    assert_eq!(chain.scripted.call_count(), 2);
+}
+
+#[tokio::test]
 async fn expired_entry_is_revalidated_and_the_gateways_304_refreshes_it() {
     let chain = chain(r#"cache = { public = true, max_age = "1s" }"#, "").await;
     let path = "/v1/echo?string_value=short-lived";
