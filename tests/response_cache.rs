@@ -25,21 +25,27 @@ async fn get(gateway: &TestGateway, query: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn two_hundred_concurrent_misses_make_one_upstream_call() {
+    // The answer is fresh for 1 ms only: a request that arrived after the
+    // fetch ended would find it stale and call again. One upstream call for
+    // all 200 therefore proves they overlapped the one fetch (held 2 s).
     let scripted = spawn_scripted(
         pool(),
-        Reply::Delay(Duration::from_millis(300), Box::new(Reply::Echo)),
+        Reply::Delay(Duration::from_secs(2), Box::new(Reply::Echo)),
     )
     .await;
-    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"30s\"")).await;
+    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"1ms\"")).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-    let requests = (0..200).map(|_| {
-        let client = client.clone();
-        let url = format!("{}/v1/echo?stringValue=same", gateway.base);
-        tokio::spawn(async move { client.get(url).send().await.expect("send") })
-    });
+    // Spawned all at once (a lazy iterator would send them one by one).
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let client = client.clone();
+            let url = format!("{}/v1/echo?stringValue=same", gateway.base);
+            tokio::spawn(async move { client.get(url).send().await.expect("send") })
+        })
+        .collect();
     let mut statuses = Vec::new();
     for request in requests {
         let response = request.await.expect("task");
@@ -58,6 +64,9 @@ async fn two_hundred_concurrent_misses_make_one_upstream_call() {
         1,
         "coalesced into exactly one upstream call"
     );
+    // And the entry really is stale at once: the next request calls again.
+    get(&gateway, "stringValue=same").await;
+    assert_eq!(scripted.call_count(), 2, "the 1 ms entry was not reused");
     let misses = statuses
         .iter()
         .filter(|(_, c)| c.as_ref().is_some_and(|v| v == "miss"))
