@@ -62,6 +62,11 @@ struct State {
     next_response: u64,
     /// Response bytes handed to hyper and not yet accepted by the client.
     buffered: usize,
+    /// The deadline the watcher's timer is set for; `None` while it waits
+    /// for a change. A change that does not bring the next deadline before
+    /// that timer wakes nobody (the watcher re-reads the state when the
+    /// timer fires), so a request on a busy connection costs no wake-ups.
+    watcher_until: Option<Instant>,
 }
 
 impl Activity {
@@ -75,9 +80,24 @@ impl Activity {
                 responses: BTreeMap::new(),
                 next_response: 0,
                 buffered: 0,
+                watcher_until: None,
             }),
             changed: Notify::new(),
         })
+    }
+
+    /// Releases the state after a change and wakes the watcher if the next
+    /// deadline now comes before its timer (or it has none).
+    fn after_change(&self, state: MutexGuard<'_, State>) {
+        let wake = match (state.watcher_until, Self::deadline_of(&state, &self.bounds)) {
+            (None, _) => true,
+            (Some(armed), Some((next, _))) => next < armed,
+            (Some(_), None) => false,
+        };
+        drop(state);
+        if wake {
+            self.changed.notify_waiters();
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -94,8 +114,7 @@ impl Activity {
         let mut state = self.state();
         state.served_first = true;
         state.in_flight += 1;
-        drop(state);
-        self.changed.notify_waiters();
+        self.after_change(state);
         InFlight {
             activity: self.clone(),
         }
@@ -125,15 +144,21 @@ impl Activity {
     /// only requests still being served are in flight (their own deadlines
     /// bound them).
     fn next_deadline(&self) -> Option<(Instant, Verdict)> {
-        let state = self.state();
+        let mut state = self.state();
+        let next = Self::deadline_of(&state, &self.bounds);
+        state.watcher_until = next.map(|(at, _)| at);
+        next
+    }
+
+    fn deadline_of(state: &State, bounds: &Bounds) -> Option<(Instant, Verdict)> {
         if !state.served_first {
-            let at = state.idle_since + self.bounds.first_request;
+            let at = state.idle_since + bounds.first_request;
             return Some((at, Verdict::NoFirstRequest));
         }
         if let Some(oldest) = state.responses.values().min() {
-            return Some((*oldest + self.bounds.send, Verdict::SendStalled));
+            return Some((*oldest + bounds.send, Verdict::SendStalled));
         }
-        (state.in_flight == 0).then(|| (state.idle_since + self.bounds.idle, Verdict::Idle))
+        (state.in_flight == 0).then(|| (state.idle_since + bounds.idle, Verdict::Idle))
     }
 
     /// How long a connection told to finish may take before it is dropped.
@@ -155,8 +180,7 @@ impl Drop for InFlight {
         if state.in_flight == 0 {
             state.idle_since = Instant::now();
         }
-        drop(state);
-        self.activity.changed.notify_waiters();
+        self.activity.after_change(state);
     }
 }
 
@@ -186,8 +210,7 @@ impl<B> Tracked<B> {
         let id = state.next_response;
         state.next_response += 1;
         state.responses.insert(id, Instant::now());
-        drop(state);
-        in_flight.activity.changed.notify_waiters();
+        in_flight.activity.after_change(state);
         Tracked {
             inner,
             id,
@@ -216,8 +239,7 @@ impl<B> Tracked<B> {
         }
         state.buffered += len;
         self.charged = len;
-        drop(state);
-        activity.changed.notify_waiters();
+        activity.after_change(state);
         Ok(())
     }
 }
@@ -228,8 +250,7 @@ impl<B> Drop for Tracked<B> {
         let mut state = activity.state();
         state.buffered -= self.charged;
         state.responses.remove(&self.id);
-        drop(state);
-        activity.changed.notify_waiters();
+        activity.after_change(state);
     }
 }
 
