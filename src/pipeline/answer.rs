@@ -1,0 +1,78 @@
+//! The HTTP answer of a served request: the cache policy's headers, a 304
+//! on a matching `If-None-Match`, no body for HEAD, `Server-Timing`; and the
+//! 204 with `Allow` for a bare OPTIONS.
+
+use super::*;
+
+/// Builds the HTTP answer: cache headers, 304 on a matching If-None-Match,
+/// no body for HEAD.
+pub(super) fn respond(
+    plan: &MethodPlan,
+    parts: &Parts,
+    captures: &[(usize, String)],
+    personal: bool,
+    answer: Answer,
+    cache_status: Option<CacheStatus>,
+    age: Option<u64>,
+) -> Result<Response, GatewayError> {
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    *headers = answer.headers;
+    headers.insert(header::CONTENT_TYPE, answer.content_type);
+    if !answer.upstream_time.is_zero() {
+        headers.insert(
+            SERVER_TIMING,
+            server_timing("upstream", answer.upstream_time),
+        );
+    }
+    if let Some(status) = cache_status {
+        let text = match status {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        };
+        headers.insert(X_CACHE, HeaderValue::from_static(text));
+    }
+    if let Some(age) = age {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
+    let not_modified = plan.cache.apply(
+        &parts.method,
+        &parts.headers,
+        personal,
+        captures,
+        &answer.body,
+        headers,
+    );
+    if not_modified {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return Ok(response);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
+    if parts.method != Method::HEAD {
+        *response.body_mut() = Body::from(answer.body);
+    }
+    Ok(response)
+}
+
+/// A 204 whose `Allow` lists `methods` and OPTIONS.
+pub(super) fn allow(methods: &[Method]) -> Response {
+    let list = methods
+        .iter()
+        .chain(std::iter::once(&Method::OPTIONS))
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&list) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+/// One `Server-Timing` metric (milliseconds, as browsers' devtools expect).
+pub(super) fn server_timing(name: &str, elapsed: std::time::Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("{name};dur={:.1}", elapsed.as_secs_f64() * 1000.0))
+        .unwrap_or(HeaderValue::from_static("gateway"))
+}
