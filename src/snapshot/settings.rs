@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use super::Settings;
 use crate::config::edge::CorsSection;
+use crate::config::file::ServerSection;
 use crate::config::{ConfigError, RoutesFile};
 use crate::edge::{Compression, Cors, EdgePolicy};
 use crate::headers::is_forwardable;
@@ -23,6 +24,7 @@ const DEFAULT_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 /// Compiles the gateway-wide settings, reporting every mistake.
 pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Settings {
     let server = &file.server;
+    check_connection_bounds(server, errors);
     let limits = &file.limits;
     Settings {
         listener: ListenerSettings {
@@ -150,4 +152,33 @@ fn header_names(names: &[Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec
         }
     }
     out
+}
+
+/// A zero bound would close or refuse every connection: refuse it here.
+fn check_connection_bounds(server: &ServerSection, errors: &mut Vec<ConfigError>) {
+    let zero_durations = [
+        ("first_request_timeout", server.first_request_timeout),
+        ("idle_timeout", server.idle_timeout),
+        ("send_timeout", server.send_timeout),
+        ("header_read_timeout", server.header_read_timeout),
+    ]
+    .into_iter()
+    .filter(|(_, value)| value.is_zero())
+    .map(|(key, _)| key);
+    let zero_counts = [
+        ("max_connections", server.max_connections),
+        (
+            "max_buffered_response_bytes",
+            server.max_buffered_response_bytes,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, value)| *value == 0)
+    .map(|(key, _)| key);
+    for key in zero_durations.chain(zero_counts) {
+        errors.push(
+            ConfigError::global(format!("[server] {key} must be more than 0"))
+                .hint("a zero bound would close or refuse every connection; leave the key out for its default"),
+        );
+    }
 }
