@@ -54,6 +54,17 @@ fn is_credential_header(name: &HeaderName) -> bool {
         || name.contains("apikey")
 }
 
+/// The request's authority, as the upstream sees it in `x-forwarded-host`:
+/// `Host` (HTTP/1) or `:authority` (h2).
+pub fn authority(parts: &Parts) -> Option<HeaderValue> {
+    parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
 /// Builds the metadata sent upstream. Client header values copied into it
 /// must be visible ASCII (gRPC's ASCII-Value, 0x20-0x7E): an upstream would
 /// decode obs-text its own way, so such a value is dropped, never re-encoded.
@@ -83,13 +94,7 @@ pub fn upstream(
         metadata.insert(X_FORWARDED_FOR, value);
     }
     metadata.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let host = parts.headers.get(HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    if let Some(host) = host {
+    if let Some(host) = authority(parts) {
         metadata.insert(X_FORWARDED_HOST, host);
     }
     for name in forwarding.request.iter().filter(|n| crosses(n)) {

@@ -165,7 +165,7 @@ async fn serve(
             let key = response_cache::key(
                 path.as_str(),
                 parts.uri.query(),
-                authority(&parts).as_ref(),
+                metadata::authority(&parts).as_ref(),
                 &plan.cache.vary_names,
                 &parts.headers,
             );
@@ -234,16 +234,6 @@ fn invalidate_after_write(
     for key in plan.cache.surrogate_keys(&found.captures) {
         cache.purge(&key);
     }
-}
-
-/// The request's authority: `Host` (HTTP/1) or `:authority` (h2).
-fn authority(parts: &Parts) -> Option<HeaderValue> {
-    parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
 }
 
 fn deadline_exceeded(deadline: Deadline) -> GatewayError {

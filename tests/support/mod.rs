@@ -50,13 +50,22 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
             loaded.source.render(&errors)
         )
     });
-    let settings = compiled.settings.clone();
+    serve_snapshot(compiled.start().await, dir).await.0
+}
+
+/// Serves `snapshot` on 127.0.0.1:0 as the binary does (edge layers,
+/// listener bounds), keeping `dir` alive as long as the gateway.
+async fn serve_snapshot(
+    snapshot: protogate::snapshot::Snapshot,
+    dir: tempfile::TempDir,
+) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
+    let settings = snapshot.settings.clone();
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
-    let gateway = protogate::pipeline::Gateway::new(compiled.start().await);
-    let router = protogate::pipeline::router(gateway);
+    let gateway = protogate::pipeline::Gateway::new(snapshot);
+    let router = protogate::pipeline::router(gateway.clone());
     let task = tokio::spawn(async move {
         let _ = protogate::server::serve(
             listener,
@@ -67,12 +76,13 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
         )
         .await;
     });
-    TestGateway {
+    let handle = TestGateway {
         base: format!("http://{addr}"),
         addr,
         _dir: dir,
         task,
-    }
+    };
+    (handle, gateway)
 }
 
 /// A routes.toml with one upstream, `name` on `upstream` (plus the
@@ -998,30 +1008,7 @@ pub async fn spawn_gateway_from(
     path: &std::path::Path,
 ) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
     let snapshot = compile_snapshot(path).await;
-    let settings = snapshot.settings.clone();
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind gateway");
-    let addr = listener.local_addr().expect("addr");
-    let gateway = protogate::pipeline::Gateway::new(snapshot);
-    let router = protogate::pipeline::router(gateway.clone());
-    let task = tokio::spawn(async move {
-        let _ = protogate::server::serve(
-            listener,
-            router,
-            &settings.listener,
-            &settings.limits,
-            std::future::pending(),
-        )
-        .await;
-    });
-    let handle = TestGateway {
-        base: format!("http://{addr}"),
-        addr,
-        _dir: tempfile::tempdir().expect("tempdir"),
-        task,
-    };
-    (handle, gateway)
+    serve_snapshot(snapshot, tempfile::tempdir().expect("tempdir")).await
 }
 
 /// Loads and compiles the routes.toml at `path` for serving, as a reload does.
