@@ -341,7 +341,7 @@ fn demo_address(compiled: &Compiled) -> Option<SocketAddr> {
         .upstreams
         .iter()
         .find(|u| u.pool.name == "bookstore")?;
-    let authority = upstream.pool.endpoints.first()?;
+    let authority = upstream.pool.discovery.static_endpoints()?.first()?;
     format!("{}:{}", authority.host(), authority.port_u16()?)
         .parse()
         .ok()

@@ -2,7 +2,9 @@
 //! connections, called with a [`Deadline`]. A binding's [`Target`] says
 //! which upstream and method it calls and with what budget.
 
+mod connection;
 pub mod deadline;
+pub mod discovery;
 pub mod error;
 pub mod grpc;
 pub mod pool;
@@ -13,7 +15,9 @@ use std::time::Duration;
 
 use http::uri::PathAndQuery;
 
+pub use connection::UpstreamBody;
 pub use deadline::Deadline;
+pub use discovery::Discovery;
 pub use error::{CallError, TransportError};
 pub use grpc::{UnaryReply, UnaryRequest};
 pub use pool::{Pool, PoolConfig};

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use http::uri::Authority;
 
 use crate::config::{ConfigError, RoutesFile};
-use crate::upstream::{PoolConfig, UpstreamConfig};
+use crate::upstream::{Discovery, PoolConfig, UpstreamConfig};
 
 /// Every upstream, compiled, in index order.
 #[derive(Debug, Default)]
@@ -54,7 +54,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Compi
         compiled.configs.push(UpstreamConfig {
             pool: PoolConfig {
                 name: name.get_ref().clone(),
-                endpoints,
+                discovery: Discovery::Static(endpoints),
                 connections: *s.connections.get_ref(),
                 connect_timeout: s.connect_timeout,
                 keepalive_interval: s.keepalive_interval,

@@ -13,9 +13,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
 
+use super::connection::{MAX_METADATA_BYTES, UpstreamBody};
 use super::deadline::Deadline;
 use super::error::{CallError, TransportError};
-use super::pool::{MAX_METADATA_BYTES, Pool, UpstreamBody};
+use super::pool::Pool;
 use super::status::{self, StatusError};
 use crate::headers::{CONTENT_TYPE_GRPC, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS};
 
