@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod edge;
 pub mod file;
 mod schema;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 

@@ -219,6 +219,10 @@ impl IntoResponse for GatewayError {
                     headers.append(header::WWW_AUTHENTICATE, challenge);
                 }
             }
+            GatewayError::Limit(LimitError::Overloaded { .. }) => {
+                // Shedding lasts as long as the burst: a second is plenty.
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             GatewayError::Limit(LimitError::AmbiguousFraming(_)) => {
                 // A proxy in front may have framed this request otherwise:
                 // nothing after it on this connection can be trusted.

@@ -6,6 +6,9 @@ use http::header::HeaderValue;
 
 /// Client and upstream deadline header (gRPC over HTTP/2 spec).
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// The number of earlier attempts of a retried call (gRPC retry design, A6).
+pub const GRPC_PREVIOUS_RPC_ATTEMPTS: HeaderName =
+    HeaderName::from_static("grpc-previous-rpc-attempts");
 /// gRPC status code, in trailers or a trailers-only response.
 pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// gRPC status message (percent-encoded).

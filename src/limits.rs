@@ -2,12 +2,15 @@
 //! header count and size, and the body read, bounded in size (after
 //! decompression) and in time.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::upstream::Deadline;
+use crate::upstream::{CallPermit, Deadline, Upstream};
 
 /// The request limits, compiled from `[limits]`.
 #[derive(Debug, Clone)]
@@ -24,6 +27,10 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
+    /// Requests in the gateway at once.
+    pub max_concurrent_requests: usize,
+    /// Permits for `max_concurrent_requests`.
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// A request over a limit, or whose body could not be read.
@@ -66,6 +73,14 @@ pub enum LimitError {
         "invalid header 'transfer-encoding': {0:?} is not accepted; only a single `chunked` is"
     )]
     AmbiguousFraming(String),
+    /// A concurrency bound is reached: the request is shed before any work.
+    #[error("{what} is at its limit of {limit} requests in flight; try again shortly")]
+    Overloaded {
+        /// "the gateway" or "upstream 'NAME'".
+        what: String,
+        /// The bound.
+        limit: usize,
+    },
 }
 
 /// hyper frames a body by `Transfer-Encoding` when its last coding is
@@ -87,6 +102,26 @@ fn plain_chunked(headers: &HeaderMap) -> Result<(), LimitError> {
 // === impl Limits ===
 
 impl Limits {
+    /// A place among the requests in the gateway, or `Overloaded` at the
+    /// bound: shed before any work, so shedding stays cheap.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, LimitError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| LimitError::Overloaded {
+                what: "the gateway".to_string(),
+                limit: self.max_concurrent_requests,
+            })
+    }
+
+    /// A call slot on `upstream`, or `Overloaded` at its bound.
+    pub fn admit_call(upstream: &Upstream) -> Result<CallPermit, LimitError> {
+        upstream.admit().ok_or_else(|| LimitError::Overloaded {
+            what: format!("upstream '{}'", upstream.name),
+            limit: upstream.max_concurrent_calls(),
+        })
+    }
+
     /// Checks the request head: path and query length, header count and size.
     pub fn check_head(&self, parts: &Parts) -> Result<(), LimitError> {
         let path_len = parts.uri.path().len();

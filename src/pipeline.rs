@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::auth::Identity;
 use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
-use crate::limits::LimitError;
+use crate::limits::{LimitError, Limits};
 use crate::metadata;
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
@@ -109,6 +109,7 @@ async fn serve(
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
     let limits = &snapshot.settings.limits;
+    let _admitted = limits.admit()?;
     limits.check_head(&parts)?;
     let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
     let found = match snapshot.routes.find(&parts.method, &path) {
@@ -120,6 +121,7 @@ async fn serve(
         found => found?,
     };
     let plan = snapshot.plans.get(found.binding);
+    let _call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
     let deadline = Deadline::started_at(
@@ -277,24 +279,27 @@ async fn fetch(
         ),
     };
     let called = Instant::now();
-    let reply = upstream.call(call, deadline).await.map_err(|e| match e {
-        CallError::Status { status, metadata } => {
-            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-            let allowlist = &snapshot.settings.forwarding.response;
-            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-            if rendered.code == tonic::Code::NotFound
-                && let Some(control) = plan.cache.not_found()
-            {
-                // The route opted into a short negative cache for 404s.
-                rendered
-                    .headers
-                    .insert(header::CACHE_CONTROL, control.clone());
+    let reply = upstream
+        .call(call, &plan.upstream, deadline)
+        .await
+        .map_err(|e| match e {
+            CallError::Status { status, metadata } => {
+                let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
+                let allowlist = &snapshot.settings.forwarding.response;
+                metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+                if rendered.code == tonic::Code::NotFound
+                    && let Some(control) = plan.cache.not_found()
+                {
+                    // The route opted into a short negative cache for 404s.
+                    rendered
+                        .headers
+                        .insert(header::CACHE_CONTROL, control.clone());
+                }
+                GatewayError::Upstream(Box::new(rendered))
             }
-            GatewayError::Upstream(Box::new(rendered))
-        }
-        CallError::Transport(t) => GatewayError::Transport(t),
-        CallError::DeadlineExceeded => deadline_exceeded(deadline),
-    })?;
+            CallError::Transport(t) => GatewayError::Transport(t),
+            CallError::DeadlineExceeded => deadline_exceeded(deadline),
+        })?;
     let upstream_time = called.elapsed();
     let reply_body = transcode::response(&plan.transcode, reply.message)?;
     let mut headers = HeaderMap::new();

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod protos;
+mod retry;
 mod routes;
 mod settings;
 mod upstreams;

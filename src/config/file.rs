@@ -14,6 +14,8 @@ use super::auth::{AuthSection, AuthSetting, RouteAuth};
 use super::edge::{
     AdminSection, CacheSection, CompressionSection, CorsSection, ResponseCacheSection,
 };
+use super::upstream::defaults as upstream_defaults;
+use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection, RetrySection};
 
 /// The whole routes.toml.
 #[derive(Debug, Deserialize)]
@@ -106,6 +108,8 @@ pub struct LimitsSection {
     pub max_headers: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
+    /// Requests in the gateway at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
 }
 
 /// JSON mapping options; every key optional so a route can override one.
@@ -183,6 +187,35 @@ pub struct UpstreamSection {
     /// Largest response message accepted from the upstream.
     #[serde(default = "defaults::max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Calls in flight at once; more are answered 503 before any work.
+    #[serde(default = "upstream_defaults::max_concurrent_calls")]
+    pub max_concurrent_calls: Spanned<usize>,
+    /// Active health checks (off unless set).
+    pub health_check: Option<Spanned<HealthCheckSection>>,
+    /// Passive outlier ejection.
+    #[serde(default)]
+    pub outlier: OutlierSection,
+    /// How many retries the upstream may take.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetSection,
+    /// First delay before a retry that may repeat work.
+    #[serde(
+        default = "upstream_defaults::retry_backoff",
+        deserialize_with = "duration"
+    )]
+    pub retry_backoff: Duration,
+    /// Longest delay before such a retry.
+    #[serde(
+        default = "upstream_defaults::retry_backoff_max",
+        deserialize_with = "duration"
+    )]
+    pub retry_backoff_max: Duration,
+    /// No retry starts with less of the deadline left.
+    #[serde(
+        default = "upstream_defaults::retry_min_remaining",
+        deserialize_with = "duration"
+    )]
+    pub retry_min_remaining: Duration,
 }
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -212,6 +245,8 @@ pub struct RouteSection {
     pub forward_authorization: Option<bool>,
     /// HTTP caching of successful GET answers.
     pub cache: Option<Spanned<CacheSection>>,
+    /// Which failures are retried (default: UNAVAILABLE for idempotent methods).
+    pub retry: Option<Spanned<RetrySection>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -240,6 +275,8 @@ pub struct MethodSection {
     pub forward_authorization: Option<bool>,
     /// HTTP caching of successful GET answers.
     pub cache: Option<Spanned<CacheSection>>,
+    /// Which failures are retried (replaces the route's setting).
+    pub retry: Option<Spanned<RetrySection>>,
 }
 
 /// An HTTP rule in google.api.HttpRule's own shape.
@@ -337,6 +374,7 @@ impl Default for LimitsSection {
             max_query_bytes: 8192,
             max_headers: 100,
             max_header_bytes: 16 << 10,
+            max_concurrent_requests: 4096,
         }
     }
 }

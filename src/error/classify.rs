@@ -56,6 +56,11 @@ pub(super) fn limit(error: &LimitError) -> Class {
         }
         LimitError::UnreadableBody(_) => class(BAD_REQUEST, INVALID, "UNREADABLE_BODY"),
         LimitError::AmbiguousFraming(_) => class(BAD_REQUEST, INVALID, "INVALID_HEADER"),
+        LimitError::Overloaded { .. } => class(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "OVERLOADED",
+        ),
         LimitError::BodyTimeout => class(
             StatusCode::GATEWAY_TIMEOUT,
             Code::DeadlineExceeded,

@@ -12,6 +12,7 @@ use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor, SerializeOptions};
 
 use super::bindings::{Binding, HttpRule, bindings};
+use super::retry::{self, MethodRetry};
 use super::upstreams::CompiledUpstreams;
 use crate::auth::load::Providers;
 use crate::config::diagnostic::suggest;
@@ -21,6 +22,7 @@ use crate::plan::{MethodPlan, Plans};
 use crate::route::matcher::MatcherBuilder;
 use crate::route::{BindingId, RouteTable};
 use crate::transcode::JsonMapping;
+use crate::upstream::RetryPolicy;
 use crate::{auth, cache, transcode, upstream};
 
 /// What routes compile into.
@@ -111,6 +113,7 @@ struct MethodPieces {
     auth: auth::Policy,
     json: JsonMapping,
     target: upstream::Target,
+    retry: MethodRetry,
 }
 
 impl RouteCompiler<'_> {
@@ -276,13 +279,19 @@ impl RouteCompiler<'_> {
                 return None;
             }
         };
+        let retry_section = section
+            .and_then(|m| m.retry.as_ref())
+            .or(entry.section.retry.as_ref());
+        let retry = retry::compile(retry_section, &method, self.errors);
         Some(MethodPieces {
             target: upstream::Target {
                 upstream,
                 upstream_name: Arc::from(config.pool.name.as_str()),
                 grpc_path,
                 timeout,
+                retry: RetryPolicy::SAFE_ONLY,
             },
+            retry,
             method,
             rule_span,
             auth,
@@ -359,7 +368,10 @@ impl RouteCompiler<'_> {
             },
             auth: pieces.auth.clone(),
             cache,
-            upstream: pieces.target.clone(),
+            upstream: upstream::Target {
+                retry: pieces.retry.for_binding(&binding.http_method),
+                ..pieces.target.clone()
+            },
         };
         let id = self.plans.push(plan);
         if let Err(conflict) = self

@@ -3,9 +3,11 @@
 //! value is validated here, each mistake reported at its place, so the
 //! request path reads only compiled values.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method};
+use tokio::sync::Semaphore;
 use toml::Spanned;
 
 use super::Settings;
@@ -45,6 +47,8 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             max_query_bytes: limits.max_query_bytes,
             max_headers: limits.max_headers,
             max_header_bytes: limits.max_header_bytes,
+            in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
+            max_concurrent_requests: limits.max_concurrent_requests.max(1),
         },
         forwarding: Forwarding {
             request: forwardable(&file.headers.forward_request, errors),

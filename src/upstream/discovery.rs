@@ -32,6 +32,13 @@ impl Discovery {
         }
     }
 
+    /// Where the endpoints come from, for "no endpoints" errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Discovery::Static(_) => "the endpoints list is empty".to_string(),
+        }
+    }
+
     /// The fixed list, for a static upstream.
     pub fn static_endpoints(&self) -> Option<&[Authority]> {
         match self {

@@ -1,5 +1,6 @@
-//! One unary gRPC call on a pooled connection: frame the message, send it
-//! with the remaining deadline, read exactly one message and the status.
+//! One attempt of a unary gRPC call on a leased connection: frame the
+//! message, send it with the remaining deadline, read exactly one message
+//! and the status.
 //!
 //! The framing is done here rather than through tonic's client so that each
 //! failure keeps its layer: a transport failure (no connection, reset,
@@ -10,15 +11,18 @@
 use std::error::Error;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, StatusCode, Uri, header};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
 
 use super::connection::{MAX_METADATA_BYTES, UpstreamBody};
 use super::deadline::Deadline;
+use super::endpoint::Lease;
 use super::error::{CallError, TransportError};
-use super::pool::Pool;
 use super::status::{self, StatusError};
-use crate::headers::{CONTENT_TYPE_GRPC, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS};
+use crate::headers::{
+    CONTENT_TYPE_GRPC, GRPC_PREVIOUS_RPC_ATTEMPTS, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS,
+};
 
 /// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
 const PREFIX_LEN: usize = 5;
@@ -55,59 +59,124 @@ pub fn frame(encode: impl FnOnce(&mut BytesMut), size_hint: usize) -> Bytes {
     buf.freeze()
 }
 
-/// Makes the call. Dropping the returned future (the deadline firing)
-/// resets the HTTP/2 stream, which the upstream sees as a cancellation.
-pub async fn unary(
-    pool: &Pool,
+/// How one attempt failed, and whether the upstream provably did not
+/// process it (so that trying again cannot repeat its work).
+#[derive(Debug)]
+pub struct Failed {
+    /// What went wrong.
+    pub error: CallError,
+    /// Never sent, refused with REFUSED_STREAM, or above a GOAWAY's last
+    /// stream id.
+    pub unprocessed: bool,
+}
+
+impl Failed {
+    /// The error, in words, for logs.
+    pub fn describe(&self) -> String {
+        match &self.error {
+            CallError::Status { status, .. } => {
+                format!("status {:?}: {}", status.code(), status.message())
+            }
+            CallError::Transport(e) => e.to_string(),
+            CallError::DeadlineExceeded => "deadline exceeded".to_string(),
+        }
+    }
+}
+
+impl UnaryRequest {
+    /// The HTTP/2 request for one attempt, carrying the budget remaining
+    /// now as `grpc-timeout` and, on a retry, `grpc-previous-rpc-attempts`.
+    pub fn to_http(
+        &self,
+        scheme: &Scheme,
+        authority: &Authority,
+        deadline: Deadline,
+        previous_attempts: u32,
+    ) -> Result<Request<UpstreamBody>, Failed> {
+        let timeout = deadline.to_grpc_timeout().ok_or(Failed {
+            error: CallError::DeadlineExceeded,
+            unprocessed: true,
+        })?;
+        let uri = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(self.path.clone())
+            .build()
+            .map_err(|e| Failed {
+                error: CallError::Transport(bad_response(
+                    authority.as_str(),
+                    format!("cannot build request URI: {e}"),
+                )),
+                unprocessed: true,
+            })?;
+        let mut request = Request::new(UpstreamBody::new(self.framed.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        let headers = request.headers_mut();
+        *headers = self.metadata.clone();
+        headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
+        headers.insert(TE, TE_TRAILERS);
+        headers.insert(GRPC_TIMEOUT, timeout);
+        if previous_attempts > 0 {
+            headers.insert(
+                GRPC_PREVIOUS_RPC_ATTEMPTS,
+                HeaderValue::from(previous_attempts),
+            );
+        }
+        Ok(request)
+    }
+}
+
+/// One attempt on a leased connection, bounded by `deadline`. Dropping the
+/// returned future (the deadline firing) resets the HTTP/2 stream, which
+/// the upstream sees as a cancellation.
+pub async fn attempt(
+    lease: &mut Lease,
     upstream: &str,
-    request: UnaryRequest,
+    request: Request<UpstreamBody>,
     deadline: Deadline,
     max_message_bytes: usize,
-) -> Result<UnaryReply, CallError> {
-    let transport = |e: TransportError| CallError::Transport(e);
-    let mut lease = pool.lease().map_err(|reason| {
-        transport(TransportError::Unreachable {
-            upstream: upstream.to_string(),
-            reason,
-        })
-    })?;
-    // The remaining budget, computed now, at the moment of the call.
-    let timeout = deadline
-        .to_grpc_timeout()
-        .ok_or(CallError::DeadlineExceeded)?;
-    let uri = Uri::builder()
-        .scheme(pool.scheme().clone())
-        .authority(lease.authority.clone())
-        .path_and_query(request.path)
-        .build()
-        .map_err(|e| {
-            transport(bad_response(
-                upstream,
-                format!("cannot build request URI: {e}"),
-            ))
-        })?;
-    let mut http_request = Request::new(UpstreamBody::new(request.framed));
-    *http_request.method_mut() = Method::POST;
-    *http_request.uri_mut() = uri;
-    *http_request.version_mut() = http::Version::HTTP_2;
-    let headers = http_request.headers_mut();
-    *headers = request.metadata;
-    headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
-    headers.insert(TE, TE_TRAILERS);
-    headers.insert(GRPC_TIMEOUT, timeout);
-
+) -> Result<UnaryReply, Failed> {
     let call = async {
         let response = lease
             .sender
-            .send_request(http_request)
+            .try_send_request(request)
             .await
-            .map_err(|e| transport(exchange_failed(&e, upstream)))?;
-        read_reply(response, upstream, max_message_bytes).await
+            .map_err(|mut e| {
+                let never_sent = e.take_message().is_some();
+                let error = e.into_error();
+                Failed {
+                    unprocessed: never_sent || refused_unprocessed(&error),
+                    error: CallError::Transport(exchange_failed(&error, upstream)),
+                }
+            })?;
+        read_reply(response, upstream, max_message_bytes)
+            .await
+            .map_err(|error| Failed {
+                error,
+                unprocessed: false,
+            })
     };
     match tokio::time::timeout_at(deadline.instant(), call).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(CallError::DeadlineExceeded),
+        Err(_elapsed) => Err(Failed {
+            error: CallError::DeadlineExceeded,
+            unprocessed: false,
+        }),
     }
+}
+
+/// Whether the upstream refused the stream without processing it: it
+/// reset it with REFUSED_STREAM, or its GOAWAY's last stream id is below
+/// it (h2 fails exactly those streams with the remote GOAWAY; streams the
+/// server had accepted and then lost fail with an I/O error instead).
+fn refused_unprocessed(error: &hyper::Error) -> bool {
+    h2_cause(error).is_some_and(|h2| {
+        h2.is_remote()
+            && (h2.is_go_away()
+                || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+    })
 }
 
 async fn read_reply(

@@ -1,0 +1,174 @@
+//! One endpoint of an upstream: its connection slots and what the pool
+//! knows about it — calls in flight (the balancer's load signal), the
+//! active health check's verdict, and passive outlier ejection.
+//!
+//! An endpoint that discovery removes is drained by ownership: the pool
+//! forgets it, calls in flight keep it alive through their [`Lease`], and
+//! when the last one finishes the endpoint is dropped and its connection
+//! tasks stop, closing the connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::uri::Authority;
+use hyper::client::conn::http2::SendRequest;
+use tokio::sync::{oneshot, watch};
+
+use super::connection::{Slot, UpstreamBody, run_slot};
+use super::outlier::Outlier;
+use super::pool::PoolConfig;
+
+/// One address of an upstream and its connections.
+#[derive(Debug)]
+pub struct Endpoint {
+    authority: Authority,
+    slots: Vec<Arc<Slot>>,
+    /// Round-robin turn among the live slots.
+    next: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// The active health check's verdict (true while checks are off).
+    healthy: AtomicBool,
+    outlier: Outlier,
+    /// Stops the slots' dialler tasks when the endpoint is dropped.
+    stop: watch::Sender<bool>,
+}
+
+/// A connection of one endpoint, handed out for one call; counts as a call
+/// in flight on the endpoint until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    /// The HTTP/2 connection handle (streams multiplex on it).
+    pub sender: SendRequest<UpstreamBody>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Starts `config.connections` dialler tasks for `authority`; the
+    /// receivers resolve when each has made its first attempt.
+    pub(super) fn start(
+        authority: Authority,
+        config: &PoolConfig,
+    ) -> (Arc<Endpoint>, Vec<oneshot::Receiver<()>>) {
+        let (stop, _) = watch::channel(false);
+        let mut slots = Vec::new();
+        let mut first_attempts = Vec::new();
+        for _ in 0..config.connections.max(1) {
+            let slot = Arc::new(Slot::new(authority.clone()));
+            let (attempted, first_attempt) = oneshot::channel();
+            tokio::spawn(run_slot(
+                slot.clone(),
+                config.clone(),
+                stop.subscribe(),
+                attempted,
+            ));
+            first_attempts.push(first_attempt);
+            slots.push(slot);
+        }
+        let endpoint = Endpoint {
+            authority,
+            slots,
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            outlier: Outlier::default(),
+            stop,
+        };
+        (Arc::new(endpoint), first_attempts)
+    }
+
+    /// The endpoint's address.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Calls in flight on this endpoint.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the active health check lets it take calls.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Its passive outlier-detection state.
+    pub fn outlier(&self) -> &Outlier {
+        &self.outlier
+    }
+
+    /// How many of its slots hold a live connection.
+    pub fn connected(&self) -> usize {
+        self.slots.iter().filter(|s| s.live().is_some()).count()
+    }
+
+    /// Whether any slot holds a live connection (cheaper than `connected`).
+    pub fn is_connected(&self) -> bool {
+        self.slots.iter().any(|s| s.live().is_some())
+    }
+
+    /// Its slots' count: the connections it keeps when all is well.
+    pub fn size(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The most recent dial or connection failure, if any.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.slots.iter().find_map(|s| s.last_error.load_full())
+    }
+
+    /// A live connection, taking turns among the live slots so that a
+    /// slot that is down does not hand its share to one neighbour.
+    pub fn lease(self: &Arc<Self>) -> Option<Lease> {
+        let live = self.connected();
+        if live == 0 {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % live;
+        // A slot may drop between the count and the pick: then the next
+        // live one (if any) takes the turn.
+        let sender = self
+            .slots
+            .iter()
+            .filter_map(|s| s.live())
+            .nth(turn)
+            .or_else(|| self.slots.iter().find_map(|s| s.live()))?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            endpoint: self.clone(),
+            sender: SendRequest::clone(&sender),
+        })
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        // Stops the dialler tasks; their connections close with them.
+        let _ = self.stop.send(true);
+    }
+}
+
+// === impl Lease ===
+
+impl Lease {
+    /// The endpoint the call goes to.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// Where the request goes (for the request URI).
+    pub fn authority(&self) -> &Authority {
+        &self.endpoint.authority
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
