@@ -1,8 +1,10 @@
 //! The admin listener (`[admin] listen`), kept apart from the public one:
-//! liveness, readiness (every upstream has a live connection) and purging
-//! the gateway's response cache by surrogate key.
+//! liveness, readiness (every upstream has a live connection), each
+//! upstream's endpoints and counters (`/upstreams`), and purging the
+//! gateway's response cache by surrogate key.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -20,6 +22,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/cache/purge", post(purge))
+        .route("/upstreams", get(upstreams))
         .with_state(gateway)
 }
 
@@ -46,6 +49,47 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
         Json(json!({"ready": ready, "upstreams": upstreams})),
     )
         .into_response()
+}
+
+/// Every upstream's endpoints and what the pool knows of them: for
+/// operators, and what metrics will export.
+async fn upstreams(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let snapshot = gateway.snapshot();
+    let upstreams: Vec<serde_json::Value> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| {
+            let counters = u.counters();
+            let endpoints: Vec<serde_json::Value> = u
+                .pool
+                .endpoints()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "address": e.authority().as_str(),
+                        "connections": e.size(),
+                        "connected": e.connected(),
+                        "in_flight": e.in_flight(),
+                        "calls": e.calls(),
+                        "healthy": e.is_healthy(),
+                        "ejected": e.outlier().is_ejected(),
+                        "last_error": e.last_error().map(|m| m.to_string()),
+                    })
+                })
+                .collect();
+            json!({
+                "name": u.name,
+                "calls": counters.calls.load(Ordering::Relaxed),
+                "retries": counters.retries.load(Ordering::Relaxed),
+                "retry_budget_exhausted": counters.budget_exhausted.load(Ordering::Relaxed),
+                "shed": counters.shed.load(Ordering::Relaxed),
+                "calls_in_flight": u.calls_in_flight(),
+                "max_concurrent_calls": u.max_concurrent_calls(),
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    Json(json!({ "upstreams": upstreams }))
 }
 
 #[derive(Debug, Deserialize)]

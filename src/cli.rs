@@ -112,9 +112,9 @@ pub fn main() -> ExitCode {
             Command::Serve { config, listen } => serve(&config, listen, false).await,
             Command::Demo {
                 config,
+                listen,
                 upstream_only: true,
-                ..
-            } => bookstore_only(&config).await,
+            } => bookstore_only(&config, listen).await,
             Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
         }
     })
@@ -274,15 +274,42 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     }
 }
 
-async fn bookstore_only(path: &Path) -> ExitCode {
-    let Some(compiled) = load(path, false) else {
-        return ExitCode::FAILURE;
+/// Serves only the Bookstore, on `listen` or the `bookstore` upstream's
+/// address; SIGTERM or Ctrl-C stops it gracefully (GOAWAY, then the calls
+/// in flight finish), as a real service's rolling restart does.
+async fn bookstore_only(path: &Path, listen: Option<SocketAddr>) -> ExitCode {
+    let addr = match listen {
+        Some(addr) => addr,
+        None => {
+            let Some(compiled) = load(path, false) else {
+                return ExitCode::FAILURE;
+            };
+            let Some(addr) = demo_address(&compiled) else {
+                eprintln!(
+                    "error: `demo` needs an upstream named 'bookstore' with one endpoint in {}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            };
+            addr
+        }
     };
-    if let Err(code) = start_bookstore(&compiled, path).await {
-        return code;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot start the demo Bookstore on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, "demo Bookstore gRPC service listening");
+    match demo::serve_until(listener, demo::Store::with_sample_data(), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: demo Bookstore: {e}");
+            ExitCode::FAILURE
+        }
     }
-    shutdown_signal().await;
-    ExitCode::SUCCESS
 }
 
 fn token(

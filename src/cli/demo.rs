@@ -242,6 +242,19 @@ pub async fn serve(listener: TcpListener, store: Store) -> Result<(), tonic::tra
         .await
 }
 
+/// Serves the Bookstore on `listener` until `shutdown` resolves, then stops
+/// gracefully: GOAWAY to every client, and the calls in flight finish.
+pub async fn serve_until(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(BookstoreServer::new(store))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await
+}
+
 /// Binds `addr` and serves the Bookstore with sample data in a background task.
 pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;

@@ -8,7 +8,7 @@
 //! tasks stop, closing the connections.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 use hyper::client::conn::http2::SendRequest;
@@ -26,6 +26,8 @@ pub struct Endpoint {
     /// Round-robin turn among the live slots.
     next: AtomicUsize,
     in_flight: AtomicUsize,
+    /// Calls handed a connection here, ever.
+    calls: AtomicU64,
     /// The active health check's verdict (true while checks are off).
     healthy: AtomicBool,
     outlier: Outlier,
@@ -71,6 +73,7 @@ impl Endpoint {
             slots,
             next: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             outlier: Outlier::default(),
             stop,
@@ -86,6 +89,11 @@ impl Endpoint {
     /// Calls in flight on this endpoint.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Calls (attempts and health checks) that were handed a connection here.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Whether the active health check lets it take calls.
@@ -139,6 +147,7 @@ impl Endpoint {
             .nth(turn)
             .or_else(|| self.slots.iter().find_map(|s| s.live()))?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             endpoint: self.clone(),
             sender: SendRequest::clone(&sender),

@@ -24,6 +24,8 @@ pub const PROTO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
 pub struct TestGateway {
     pub base: String,
     pub addr: SocketAddr,
+    /// The running gateway, to look at its upstreams.
+    pub gateway: Arc<protogate::pipeline::Gateway>,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -79,6 +81,7 @@ async fn serve_snapshot(
     let handle = TestGateway {
         base: format!("http://{addr}"),
         addr,
+        gateway: gateway.clone(),
         _dir: dir,
         task,
     };
@@ -1238,4 +1241,33 @@ pub fn hmac_provider(dir: &std::path::Path) -> (String, impl Fn(&str) -> String)
         .expect("sign")
     };
     (table, mint)
+}
+
+/// [`everything_toml_with`] on several endpoints (one `echo` upstream).
+pub fn everything_toml_on(endpoints: &[SocketAddr], upstream_extra: &str, extra: &str) -> String {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"http://{a}\"")).collect();
+    everything_toml_with(endpoints[0], upstream_extra, extra).replace(
+        &format!("endpoints = [\"http://{}\"]", endpoints[0]),
+        &format!("endpoints = [{}]", list.join(", ")),
+    )
+}
+
+/// The gateway's view of its upstream `name`'s endpoints: address → calls
+/// handed a connection there.
+pub fn endpoint_calls(
+    gateway: &TestGateway,
+    name: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let snapshot = gateway.gateway.snapshot();
+    let upstream = snapshot
+        .upstreams
+        .iter()
+        .find(|u| u.name == name)
+        .expect("upstream");
+    upstream
+        .pool
+        .endpoints()
+        .iter()
+        .map(|e| (e.authority().to_string(), e.calls()))
+        .collect()
 }
