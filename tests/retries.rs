@@ -37,14 +37,25 @@ async fn an_idempotent_get_that_meets_unavailable_is_retried_on_another_endpoint
             .expect("send");
         assert_eq!(answer.status(), 200, "request {i}");
     }
-    assert!(failing.call_count() > 0, "p2c sent some first attempts to the failing endpoint");
-    assert_eq!(healthy.call_count(), 20, "every request ended on the healthy endpoint");
+    assert!(
+        failing.call_count() > 0,
+        "p2c sent some first attempts to the failing endpoint"
+    );
+    assert_eq!(
+        healthy.call_count(),
+        20,
+        "every request ended on the healthy endpoint"
+    );
     let retries: Vec<_> = healthy
         .calls()
         .into_iter()
         .filter(|c| c.headers.contains_key("grpc-previous-rpc-attempts"))
         .collect();
-    assert_eq!(retries.len(), failing.call_count(), "one retry per failed first attempt");
+    assert_eq!(
+        retries.len(),
+        failing.call_count(),
+        "one retry per failed first attempt"
+    );
     for call in &retries {
         assert_eq!(call.headers["grpc-previous-rpc-attempts"], "1");
     }
@@ -64,7 +75,11 @@ async fn a_post_that_meets_unavailable_is_not_retried() {
         .await
         .expect("send");
     assert_eq!(answer.status(), 503);
-    assert_eq!(failing.call_count(), 1, "a write that may have been processed is not repeated");
+    assert_eq!(
+        failing.call_count(),
+        1,
+        "a write that may have been processed is not repeated"
+    );
 }
 
 #[tokio::test]
@@ -111,7 +126,10 @@ async fn attempts_one_turns_retries_off_even_for_gets() {
 async fn every_attempt_carries_the_remaining_budget_not_a_fresh_one() {
     let failing = spawn_scripted(
         pool(),
-        Reply::Delay(std::time::Duration::from_millis(300), Box::new(unavailable())),
+        Reply::Delay(
+            std::time::Duration::from_millis(300),
+            Box::new(unavailable()),
+        ),
     )
     .await;
     let gateway = spawn_gateway(&everything_toml(failing.addr, "timeout = \"2s\"")).await;
@@ -173,7 +191,10 @@ async fn with_every_endpoint_unavailable_retries_stay_within_the_budget() {
         upstream_calls as f64 <= 1.2 * requests as f64 + floor as f64,
         "{upstream_calls} upstream calls for {requests} requests"
     );
-    assert!(upstream_calls > requests, "some retries were made: {upstream_calls}");
+    assert!(
+        upstream_calls > requests,
+        "some retries were made: {upstream_calls}"
+    );
 }
 
 /// A raw HTTP/2 gRPC upstream that resets its first `refuse` streams with
@@ -207,7 +228,10 @@ async fn spawn_refusing(refuse: usize) -> (SocketAddr, Arc<AtomicUsize>, Arc<Ato
     (addr, refused, served)
 }
 
-async fn echo(request: http::Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+async fn echo(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
     let mut body = request.into_body();
     let mut message = Vec::new();
     while let Some(Ok(chunk)) = body.data().await {

@@ -1245,7 +1245,10 @@ pub fn hmac_provider(dir: &std::path::Path) -> (String, impl Fn(&str) -> String)
 
 /// [`everything_toml_with`] on several endpoints (one `echo` upstream).
 pub fn everything_toml_on(endpoints: &[SocketAddr], upstream_extra: &str, extra: &str) -> String {
-    let list: Vec<String> = endpoints.iter().map(|a| format!("\"http://{a}\"")).collect();
+    let list: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("\"http://{a}\""))
+        .collect();
     everything_toml_with(endpoints[0], upstream_extra, extra).replace(
         &format!("endpoints = [\"http://{}\"]", endpoints[0]),
         &format!("endpoints = [{}]", list.join(", ")),
