@@ -9,6 +9,7 @@ pub mod error;
 pub mod grpc;
 pub mod pool;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,10 +3,15 @@
 //! bindings use.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 use http::uri::Authority;
 
+use crate::config::file::UpstreamSection;
 use crate::config::{ConfigError, RoutesFile};
+use crate::upstream::tls::ClientTls;
 use crate::upstream::{Discovery, PoolConfig, UpstreamConfig};
 
 /// Every upstream, compiled, in index order.
@@ -19,20 +24,28 @@ pub(super) struct CompiledUpstreams {
 }
 
 /// Compiles every `[upstreams.NAME]`, reporting each mistake.
-pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> CompiledUpstreams {
+pub(super) fn compile(
+    file: &RoutesFile,
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> CompiledUpstreams {
     let mut compiled = CompiledUpstreams::default();
     for (name, section) in &file.upstreams {
         let s = section.get_ref();
         let mut endpoints = Vec::new();
+        let mut schemes = Vec::new();
         for endpoint in &s.endpoints {
             match parse_endpoint(endpoint.get_ref()) {
-                Ok(authority) => endpoints.push(authority),
-                Err(message) => errors.push(
-                    ConfigError::at(endpoint.span(), message)
-                        .hint("write endpoints as \"http://host:port\""),
-                ),
+                Ok((tls, authority)) => {
+                    endpoints.push(authority);
+                    schemes.push((tls, endpoint.span()));
+                }
+                Err(message) => errors.push(ConfigError::at(endpoint.span(), message).hint(
+                    "write endpoints as \"http://host:port\" (\"https://host:port\" for TLS)",
+                )),
             }
         }
+        let tls = tls(name.get_ref(), s, &schemes, base_dir, errors);
         if s.endpoints.is_empty() {
             errors.push(
                 ConfigError::at(
@@ -61,6 +74,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Compi
                 keepalive_timeout: s.keepalive_timeout,
                 backoff_initial: s.reconnect_backoff,
                 backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
+                tls,
             },
             timeout: s.timeout,
             max_message_bytes: s.max_message_bytes,
@@ -69,10 +83,54 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Compi
     compiled
 }
 
-fn parse_endpoint(text: &str) -> Result<Authority, String> {
-    let rest = text.strip_prefix("http://").ok_or_else(|| {
-        format!("endpoint {text:?} must start with http:// (TLS to upstreams is not supported yet)")
-    })?;
+/// An upstream is reached over TLS when its `tls` table is present or its
+/// endpoints are `https://`; one upstream is all TLS or all cleartext.
+fn tls(
+    name: &str,
+    s: &UpstreamSection,
+    schemes: &[(bool, Range<usize>)],
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<ClientTls>> {
+    let https = schemes.iter().any(|(tls, _)| *tls);
+    if let Some((_, span)) = schemes.iter().find(|(tls, _)| *tls != schemes[0].0) {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!("upstream '{name}' mixes http:// and https:// endpoints"),
+            )
+            .hint("an upstream is all TLS or all cleartext: make every endpoint https:// (or use two upstreams)"),
+        );
+        return None;
+    }
+    match &s.tls {
+        Some(table) if !schemes.is_empty() && !https => {
+            errors.push(
+                ConfigError::at(
+                    table.span(),
+                    format!("upstream '{name}' has a tls table but http:// endpoints"),
+                )
+                .hint("write the endpoints as \"https://host:port\", or remove tls"),
+            );
+            None
+        }
+        Some(table) => super::tls::upstream(Some(table), base_dir, errors),
+        None if https => super::tls::upstream(None, base_dir, errors),
+        None => None,
+    }
+}
+
+/// `http://host:port` or `https://host:port`: whether it is TLS, and where.
+fn parse_endpoint(text: &str) -> Result<(bool, Authority), String> {
+    let (tls, rest) = match (text.strip_prefix("https://"), text.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return Err(format!(
+                "endpoint {text:?} must start with http:// or https://"
+            ));
+        }
+    };
     let authority: Authority = rest
         .trim_end_matches('/')
         .parse()
@@ -80,5 +138,5 @@ fn parse_endpoint(text: &str) -> Result<Authority, String> {
     if authority.port_u16().is_none() {
         return Err(format!("endpoint {text:?} has no port"));
     }
-    Ok(authority)
+    Ok((tls, authority))
 }

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::connection::{Slot, UpstreamBody, run_slot};
 use super::discovery::Discovery;
+use super::tls::ClientTls;
 
 /// Connection settings for one upstream, from routes.toml.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct PoolConfig {
     pub backoff_initial: Duration,
     /// Longest redial delay.
     pub backoff_max: Duration,
+    /// TLS settings, for an upstream reached over TLS (`https://`).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// The live connections of one upstream.
@@ -88,7 +91,7 @@ impl Pool {
         Pool {
             slots,
             next: AtomicUsize::new(0),
-            scheme: Scheme::HTTP,
+            scheme: super::tls::scheme(config.tls.as_deref()),
             shutdown,
         }
     }
