@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -188,8 +188,9 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write file");
 }
 
-/// WARN lines the gateway logged while the returned guard lives (tests
-/// run on one thread, where the gateway's tasks run too).
+/// The WARN lines the gateway logs, from every test of this binary (a
+/// thread's own subscriber can miss events while other threads register
+/// the same call sites, so one global subscriber collects them all).
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
@@ -204,19 +205,30 @@ impl Write for Logs {
 }
 
 impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+    /// The collector, installed on first use.
+    fn global() -> &'static Logs {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+            logs
+        })
     }
 
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    /// The lines about `endpoint` (unique to a test: its port).
+    fn about(&self, endpoint: SocketAddr) -> String {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned();
+        let endpoint = endpoint.to_string();
+        text.lines()
+            .filter(|line| line.contains(&endpoint))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -261,7 +273,7 @@ async fn an_https_upstream_is_called_over_tls_trusting_the_configured_ca() {
 
 #[tokio::test]
 async fn an_upstream_certificate_from_another_ca_fails_the_call_with_503_and_says_why() {
-    let (logs, _guard) = Logs::capture();
+    let logs = Logs::global();
     let (upstream, handshakes) = spawn_tls_bookstore(server_config(
         &Ca::new("the upstream's CA").leaf(&["127.0.0.1"]),
         &[b"h2"],
@@ -279,10 +291,10 @@ async fn an_upstream_certificate_from_another_ca_fails_the_call_with_503_and_say
     let (gateway, _) = spawn_gateway_from(&dir.path().join("routes.toml")).await;
     assert_eq!(list_shelves(&gateway).await, 503);
     assert_eq!(handshakes.load(Ordering::SeqCst), 0);
-    let logs = logs.text();
+    let logged = logs.about(upstream);
     assert!(
-        logs.contains("TLS handshake") && logs.contains("UnknownIssuer"),
-        "{logs}"
+        logged.contains("TLS handshake") && logged.contains("UnknownIssuer"),
+        "{logged}"
     );
 }
 
@@ -301,13 +313,12 @@ async fn server_name_checks_a_certificate_for_a_dns_name_behind_an_ip_endpoint()
     let routes = dir.path().join("routes.toml");
 
     // Checked against the endpoint's host, 127.0.0.1, the certificate fails.
-    let (logs, guard) = Logs::capture();
+    let logs = Logs::global();
     write_routes(dir.path(), &endpoint, "tls = { ca = \"ca.pem\" }", "");
     let (gateway, _) = spawn_gateway_from(&routes).await;
     assert_eq!(list_shelves(&gateway).await, 503);
-    drop(guard);
-    let logs = logs.text();
-    assert!(logs.contains("not valid for name"), "{logs}");
+    let logged = logs.about(upstream);
+    assert!(logged.contains("not valid for name"), "{logged}");
     drop(gateway);
 
     write_routes(
@@ -358,7 +369,7 @@ async fn an_mtls_upstream_refuses_the_gateway_without_a_client_certificate_and_s
 
 #[tokio::test]
 async fn an_upstream_that_picks_no_alpn_protocol_is_a_failed_dial() {
-    let (logs, _guard) = Logs::capture();
+    let logs = Logs::global();
     let ca = Ca::new("upstream CA");
     let (upstream, _) =
         spawn_tls_bookstore(server_config(&ca.leaf(&["127.0.0.1"]), &[], None)).await;
@@ -372,8 +383,8 @@ async fn an_upstream_that_picks_no_alpn_protocol_is_a_failed_dial() {
     );
     let (gateway, _) = spawn_gateway_from(&dir.path().join("routes.toml")).await;
     assert_eq!(list_shelves(&gateway).await, 503);
-    let logs = logs.text();
-    assert!(logs.contains("no protocol in ALPN"), "{logs}");
+    let logged = logs.about(upstream);
+    assert!(logged.contains("no protocol in ALPN"), "{logged}");
 }
 
 // === the public listener over TLS ===
