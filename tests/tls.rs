@@ -299,6 +299,29 @@ async fn an_upstream_certificate_from_another_ca_fails_the_call_with_503_and_say
 }
 
 #[tokio::test]
+async fn a_reload_rereads_the_upstream_ca_file() {
+    let ca = Ca::new("upstream CA");
+    let (upstream, _) =
+        spawn_tls_bookstore(server_config(&ca.leaf(&["127.0.0.1"]), &[b"h2"], None)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "ca.pem", &Ca::new("another CA").pem());
+    write_routes(
+        dir.path(),
+        &format!("https://{upstream}"),
+        "tls = { ca = \"ca.pem\" }",
+        "",
+    );
+    let routes = dir.path().join("routes.toml");
+    let (gateway, handle) = spawn_gateway_from(&routes).await;
+    assert_eq!(list_shelves(&gateway).await, 503);
+
+    // Same routes.toml, new file contents: the reload reads them.
+    write(dir.path(), "ca.pem", &ca.pem());
+    assert!(protogate::cli::reload(&handle, None, &routes).await);
+    assert_eq!(list_shelves(&gateway).await, 200);
+}
+
+#[tokio::test]
 async fn server_name_checks_a_certificate_for_a_dns_name_behind_an_ip_endpoint() {
     let ca = Ca::new("upstream CA");
     let (upstream, _) = spawn_tls_bookstore(server_config(
@@ -541,6 +564,58 @@ async fn a_connection_that_never_completes_the_tls_handshake_is_closed_after_fir
     let held = started.elapsed();
     assert!(
         held >= Duration::from_secs(4) && held < Duration::from_secs(6),
+        "{held:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_tls_connection_is_closed_after_idle_timeout() {
+    let ca = Ca::new("gateway CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (upstream, _) = spawn_bookstore().await;
+    let leaf = ca.leaf(&[GATEWAY_NAME]);
+    write(dir.path(), "server.pem", &leaf.cert);
+    write(dir.path(), "server.key", &leaf.key);
+    write_routes(
+        dir.path(),
+        &format!("http://{upstream}"),
+        "",
+        // hyper's HTTP/1 head timer also runs between requests: set far off.
+        "tls = { cert = \"server.pem\", key = \"server.key\" }\nidle_timeout = \"30s\"\nheader_read_timeout = \"600s\"",
+    );
+    let (gateway, _) = spawn_gateway_from(&dir.path().join("routes.toml")).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("CA PEM"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(gateway.addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(GATEWAY_NAME).expect("name");
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    // Answered by the gateway alone (no route): nothing else is in flight.
+    stream
+        .write_all(b"GET /nowhere HTTP/1.1\r\nhost: gateway.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).await.expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 404");
+    let started = tokio::time::Instant::now();
+    let mut sink = Vec::new();
+    // Closed without close_notify ends the read with an error: either will do.
+    let _ = tokio::time::timeout(Duration::from_secs(3600), stream.read_to_end(&mut sink))
+        .await
+        .expect("an idle connection must be closed");
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_secs(29) && held < Duration::from_secs(32),
         "{held:?}"
     );
 }
