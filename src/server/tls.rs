@@ -71,3 +71,36 @@ impl ResolvesServerCert for ServerTls {
 fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::pem::PemObject;
+
+    /// A self-signed certificate for `name` and its key.
+    fn self_signed(name: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("rcgen");
+        let key = PrivateKeyDer::from_pem_slice(made.signing_key.serialize_pem().as_bytes())
+            .expect("key PEM");
+        (vec![made.cert.der().clone()], key)
+    }
+
+    #[test]
+    fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
+        let (chain, _) = self_signed("a.test");
+        let (_, other_key) = self_signed("b.test");
+        let error = ServerTls::new(chain, other_key).expect_err("mismatched key");
+        assert!(error.contains("cannot be used"), "{error}");
+    }
+
+    #[test]
+    fn adopt_serves_the_newer_certificate() {
+        let (old_chain, old_key) = self_signed("a.test");
+        let (new_chain, new_key) = self_signed("a.test");
+        let live = ServerTls::new(old_chain.clone(), old_key).expect("old");
+        let reread = ServerTls::new(new_chain.clone(), new_key).expect("new");
+        assert_eq!(live.certificate().cert, old_chain);
+        live.adopt(&reread);
+        assert_eq!(live.certificate().cert, new_chain);
+    }
+}
