@@ -35,6 +35,7 @@ async fn pool(endpoints: &[SocketAddr]) -> Pool {
             max_ejection_percent: 50,
         },
         health: None,
+        tls: None,
     })
     .await
 }

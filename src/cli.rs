@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::config;
 use crate::pipeline::Gateway;
+use crate::server::tls::ServerTls;
 use crate::snapshot::{self, Compiled};
 use crate::{pipeline, server};
 
@@ -239,7 +240,11 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     if with_demo {
         print_demo_help(listen);
     }
-    spawn_reloader(gateway.clone(), path.to_path_buf());
+    spawn_reloader(
+        gateway.clone(),
+        path.to_path_buf(),
+        settings.listener.tls.clone(),
+    );
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {
@@ -396,9 +401,8 @@ fn print_demo_help(listen: SocketAddr) {
     eprintln!();
 }
 
-/// Reloads routes.toml on SIGHUP; a config that does not compile is logged
-/// and the old snapshot keeps serving.
-fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) {
+/// Reloads routes.toml on SIGHUP (see [`reload`]).
+fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf, listener_tls: Option<Arc<ServerTls>>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hangups) =
@@ -407,19 +411,35 @@ fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf) {
             return;
         };
         while hangups.recv().await.is_some() {
-            match load(&path, true) {
-                Some(compiled) => {
-                    let routes = compiled.routes.len();
-                    gateway.replace(compiled.start().await);
-                    tracing::info!(
-                        routes,
-                        "reloaded routes.toml (listener settings need a restart)"
-                    );
-                }
-                None => tracing::error!("reload failed; still serving the previous configuration"),
-            }
+            reload(&gateway, listener_tls.as_deref(), &path).await;
         }
     });
+}
+
+/// Reloads routes.toml into `gateway`, and the listener's certificate into
+/// `listener_tls` (the one the listener was started with): new handshakes
+/// get the re-read certificate, open connections go on. A config that does
+/// not compile (an unreadable certificate among its mistakes) is logged and
+/// the old snapshot and certificate keep serving. Returns whether it took.
+pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &Path) -> bool {
+    let Some(compiled) = load(path, true) else {
+        tracing::error!("reload failed; still serving the previous configuration");
+        return false;
+    };
+    match (listener_tls, &compiled.settings.listener.tls) {
+        (Some(live), Some(reread)) => live.adopt(reread),
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => {
+            tracing::warn!("[server] tls was added or removed; that takes a restart");
+        }
+    }
+    let routes = compiled.routes.len();
+    gateway.replace(compiled.start().await);
+    tracing::info!(
+        routes,
+        "reloaded routes.toml (listener settings other than the TLS certificate need a restart)"
+    );
+    true
 }
 
 async fn shutdown_signal() {

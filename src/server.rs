@@ -1,9 +1,10 @@
 //! The listener: accepts TCP connections, serves HTTP/1.1 and HTTP/2
-//! (cleartext, prior knowledge or upgrade-free h2c) with hyper, bounds what a
-//! client may send before a request is even parsed, and drains connections on
-//! shutdown.
+//! (cleartext, prior knowledge or upgrade-free h2c, or over TLS with ALPN,
+//! see [`tls`]) with hyper, bounds what a client may send before a request
+//! is even parsed, and drains connections on shutdown.
 
 mod connection;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +26,7 @@ use tower::ServiceExt;
 use crate::limits::Limits;
 use crate::metadata::ClientAddr;
 use connection::{Activity, Bounds, Tracked, Verdict};
+use tls::ServerTls;
 
 /// The public listener's settings, compiled from `[server]`.
 #[derive(Debug, Clone)]
@@ -47,6 +49,12 @@ pub struct ListenerSettings {
     pub max_buffered_response_bytes: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// HTTP/2 streams a client may reset before they are accepted (rapid reset).
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the gateway may reset for a client's errors, per connection.
+    pub http2_max_local_error_reset_streams: usize,
+    /// TLS on the listener; the certificate is swapped on reload.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// How long to wait before accepting again after `accept` failed (EMFILE,
@@ -68,7 +76,11 @@ pub async fn serve(
     limits: &Limits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = connection_builder(settings, limits);
+    let builder = Arc::new(connection_builder(settings, limits));
+    let acceptor = match &settings.tls {
+        Some(tls) => Some(tls.acceptor().map_err(std::io::Error::other)?),
+        None => None,
+    };
     let bounds = bounds(settings);
     let capacity = settings.max_connections.min(Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(capacity));
@@ -105,17 +117,42 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new(bounds);
-        let service = connection_service(router.clone(), peer, activity.clone());
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        tokio::spawn(supervise(
-            connection,
-            activity,
-            stopping.clone(),
-            slot,
-            peer,
-        ));
+        let service =
+            TowerToHyperService::new(connection_service(router.clone(), peer, activity.clone()));
+        let Some(acceptor) = acceptor.clone() else {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(supervise(
+                connection,
+                activity,
+                stopping.clone(),
+                slot,
+                peer,
+            ));
+            continue;
+        };
+        let (builder, stopping) = (builder.clone(), stopping.clone());
+        tokio::spawn(async move {
+            // The handshake counts inside the first-request bound, which
+            // runs from accept.
+            let handshake = acceptor.accept(stream);
+            let stream = match tokio::time::timeout(bounds.first_request, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS handshake within first_request_timeout");
+                    return;
+                }
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            supervise(connection, activity, stopping, slot, peer).await;
+        });
     }
     drop(listener);
     let _ = stop.send(true);
@@ -220,7 +257,14 @@ fn connection_builder(settings: &ListenerSettings, limits: &Limits) -> Builder<T
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        // Also bounds a header block's CONTINUATION frames: h2 allows about
+        // this size over the frame size, plus a quarter, and at least 5.
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams reset before they were
+        // accepted; past the bound, GOAWAY with ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(settings.http2_max_pending_accept_reset_streams)
+        // Streams the gateway resets for the client's errors (RUSTSEC-2024-0003).
+        .max_local_error_reset_streams(settings.http2_max_local_error_reset_streams);
     builder
 }
 

@@ -11,6 +11,7 @@ mod protos;
 mod retry;
 mod routes;
 mod settings;
+mod tls;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -120,8 +121,10 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
     let pool = protos::load(loaded).map_err(|error| vec![error])?;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let upstreams = upstreams::compile(file, &mut errors);
-    let settings = settings::compile(file, &mut errors);
+    let upstreams = upstreams::compile(file, &loaded.base_dir, &mut errors);
+    let mut settings = settings::compile(file, &mut errors);
+    settings.listener.tls = (file.server.tls.as_ref())
+        .and_then(|section| tls::server(section, &loaded.base_dir, &mut errors));
     let providers =
         crate::auth::load::providers(&file.auth, &loaded.base_dir, fetch_keys, &mut errors);
     providers.refuse_forwarded_credentials(&file.headers.forward_request, &mut errors);

@@ -15,6 +15,7 @@ pub mod outlier;
 pub mod pool;
 pub mod retry;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -119,6 +119,10 @@ fixtures! {
     proto_file_outside_the_include_paths_is_reported_with_the_searched_paths => "missing_proto_file",
     missing_descriptor_set_is_reported_at_its_path => "missing_descriptor_set",
     proto_files_and_descriptor_set_together_are_rejected => "files_and_descriptor_set",
+    upstream_mixing_http_and_https_endpoints_is_reported_at_the_odd_one => "upstream_tls_mixed_schemes",
+    tls_table_on_http_endpoints_is_reported_at_the_table => "upstream_tls_on_http_endpoints",
+    unusable_upstream_tls_files_are_each_reported_at_their_key => "upstream_tls_bad_files",
+    unusable_listener_certificate_files_are_each_reported_at_their_key => "server_tls_bad_files",
 }
 
 #[test]

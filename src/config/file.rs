@@ -90,6 +90,24 @@ pub struct ServerSection {
     pub trusted_proxy_hops: usize,
     /// Log one line per request at info level.
     pub access_log: bool,
+    /// HTTP/2 streams a client may reset before the gateway accepted them
+    /// (rapid reset); past it the connection gets GOAWAY (ENHANCE_YOUR_CALM).
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the gateway may reset for a client's protocol errors
+    /// on one connection; past it the connection gets GOAWAY.
+    pub http2_max_local_error_reset_streams: usize,
+    /// TLS on the public listener.
+    pub tls: Option<Spanned<ServerTlsSection>>,
+}
+
+/// `[server] tls = { cert = "server.pem", key = "server.key" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first; relative to routes.toml.
+    pub cert: Spanned<PathBuf>,
+    /// PEM private key of the leaf; relative to routes.toml.
+    pub key: Spanned<PathBuf>,
 }
 
 /// `[limits]`.
@@ -216,6 +234,23 @@ pub struct UpstreamSection {
         deserialize_with = "duration"
     )]
     pub retry_min_remaining: Duration,
+    /// TLS to the endpoints (implied by `https://` endpoints).
+    pub tls: Option<Spanned<UpstreamTlsSection>>,
+}
+
+/// `[upstreams.NAME] tls = { ca, client_cert, client_key, server_name }`;
+/// every key optional, paths relative to routes.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub ca: Option<Spanned<PathBuf>>,
+    /// PEM client certificate chain, for upstreams that require mTLS.
+    pub client_cert: Option<Spanned<PathBuf>>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<Spanned<PathBuf>>,
+    /// The name certificates are checked against instead of the endpoint's host.
+    pub server_name: Option<Spanned<String>>,
 }
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -361,6 +396,11 @@ impl Default for ServerSection {
             max_connections: 10_000,
             trusted_proxy_hops: 0,
             access_log: true,
+            // h2's own default, made explicit.
+            http2_max_pending_accept_reset_streams: 20,
+            // hyper's own default (RUSTSEC-2024-0003), made explicit.
+            http2_max_local_error_reset_streams: 1024,
+            tls: None,
         }
     }
 }

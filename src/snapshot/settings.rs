@@ -39,6 +39,10 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             send_timeout: server.send_timeout,
             max_buffered_response_bytes: server.max_buffered_response_bytes,
             max_connections: server.max_connections,
+            http2_max_pending_accept_reset_streams: server.http2_max_pending_accept_reset_streams,
+            http2_max_local_error_reset_streams: server.http2_max_local_error_reset_streams,
+            // Read with the files it names, see `super::tls`.
+            tls: None,
         },
         limits: Limits {
             max_body_bytes: limits.max_body_bytes,
@@ -174,6 +178,14 @@ fn check_connection_bounds(server: &ServerSection, errors: &mut Vec<ConfigError>
         (
             "max_buffered_response_bytes",
             server.max_buffered_response_bytes,
+        ),
+        (
+            "http2_max_pending_accept_reset_streams",
+            server.http2_max_pending_accept_reset_streams,
+        ),
+        (
+            "http2_max_local_error_reset_streams",
+            server.http2_max_local_error_reset_streams,
         ),
     ]
     .into_iter()

@@ -3,6 +3,9 @@
 //! bindings use.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -14,6 +17,7 @@ use crate::config::upstream::{HealthCheckSection, OutlierSection};
 use crate::config::{ConfigError, RoutesFile};
 use crate::upstream::health::HealthConfig;
 use crate::upstream::outlier::OutlierConfig;
+use crate::upstream::tls::ClientTls;
 use crate::upstream::{Discovery, PoolConfig, RetrySettings, UpstreamConfig};
 
 /// Health checks more often than this would be load, not a check.
@@ -29,20 +33,28 @@ pub(super) struct CompiledUpstreams {
 }
 
 /// Compiles every `[upstreams.NAME]`, reporting each mistake.
-pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> CompiledUpstreams {
+pub(super) fn compile(
+    file: &RoutesFile,
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> CompiledUpstreams {
     let mut compiled = CompiledUpstreams::default();
     for (name, section) in &file.upstreams {
         let s = section.get_ref();
         let mut endpoints = Vec::new();
+        let mut schemes = Vec::new();
         for endpoint in &s.endpoints {
             match parse_endpoint(endpoint.get_ref()) {
-                Ok(authority) => endpoints.push(authority),
-                Err(message) => errors.push(
-                    ConfigError::at(endpoint.span(), message)
-                        .hint("write endpoints as \"http://host:port\""),
-                ),
+                Ok((tls, authority)) => {
+                    endpoints.push(authority);
+                    schemes.push((tls, endpoint.span()));
+                }
+                Err(message) => errors.push(ConfigError::at(endpoint.span(), message).hint(
+                    "write endpoints as \"http://host:port\" (\"https://host:port\" for TLS)",
+                )),
             }
         }
+        let tls = tls(name.get_ref(), s, &schemes, base_dir, errors);
         if s.endpoints.is_empty() {
             errors.push(
                 ConfigError::at(
@@ -85,6 +97,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Compi
                 backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
                 outlier,
                 health,
+                tls,
             },
             timeout: s.timeout,
             max_message_bytes: s.max_message_bytes,
@@ -180,10 +193,54 @@ fn retry_settings(s: &UpstreamSection, errors: &mut Vec<ConfigError>) -> RetrySe
     }
 }
 
-fn parse_endpoint(text: &str) -> Result<Authority, String> {
-    let rest = text.strip_prefix("http://").ok_or_else(|| {
-        format!("endpoint {text:?} must start with http:// (TLS to upstreams is not supported yet)")
-    })?;
+/// An upstream is reached over TLS when its `tls` table is present or its
+/// endpoints are `https://`; one upstream is all TLS or all cleartext.
+fn tls(
+    name: &str,
+    s: &UpstreamSection,
+    schemes: &[(bool, Range<usize>)],
+    base_dir: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<ClientTls>> {
+    let https = schemes.iter().any(|(tls, _)| *tls);
+    if let Some((_, span)) = schemes.iter().find(|(tls, _)| *tls != schemes[0].0) {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!("upstream '{name}' mixes http:// and https:// endpoints"),
+            )
+            .hint("an upstream is all TLS or all cleartext: make every endpoint https:// (or use two upstreams)"),
+        );
+        return None;
+    }
+    match &s.tls {
+        Some(table) if !schemes.is_empty() && !https => {
+            errors.push(
+                ConfigError::at(
+                    table.span(),
+                    format!("upstream '{name}' has a tls table but http:// endpoints"),
+                )
+                .hint("write the endpoints as \"https://host:port\", or remove tls"),
+            );
+            None
+        }
+        Some(table) => super::tls::upstream(Some(table), base_dir, errors),
+        None if https => super::tls::upstream(None, base_dir, errors),
+        None => None,
+    }
+}
+
+/// `http://host:port` or `https://host:port`: whether it is TLS, and where.
+fn parse_endpoint(text: &str) -> Result<(bool, Authority), String> {
+    let (tls, rest) = match (text.strip_prefix("https://"), text.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return Err(format!(
+                "endpoint {text:?} must start with http:// or https://"
+            ));
+        }
+    };
     let authority: Authority = rest
         .trim_end_matches('/')
         .parse()
@@ -191,5 +248,5 @@ fn parse_endpoint(text: &str) -> Result<Authority, String> {
     if authority.port_u16().is_none() {
         return Err(format!("endpoint {text:?} has no port"));
     }
-    Ok(authority)
+    Ok((tls, authority))
 }

@@ -1,6 +1,7 @@
 //! One upstream connection slot: a background task dials it, runs it, and
 //! redials with exponential backoff and jitter when it drops. Dialling
-//! happens at start-up and on reconnect, never on the request path.
+//! happens at start-up and on reconnect, never on the request path. A TLS
+//! upstream's handshake (see [`super::tls`]) is part of the dial.
 //!
 //! A connection is up once the upstream's SETTINGS frame has arrived, not
 //! when hyper's handshake returns (which is before the peer has said a
@@ -10,6 +11,7 @@
 mod first_settings;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -154,22 +157,21 @@ impl Warnings {
     }
 }
 
-type Connection = hyper::client::conn::http2::Connection<
-    TokioIo<FirstSettings<TcpStream>>,
-    UpstreamBody,
-    TokioExecutor,
->;
+/// A running HTTP/2 connection, over TCP or TLS: it ends when the connection does.
+type Connection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
-/// Connects, shakes hands, and waits for the upstream's SETTINGS, all within
-/// the connect timeout.
+/// Connects (and, for a TLS upstream, runs the TLS handshake), shakes
+/// hands, and waits for the upstream's SETTINGS, all within the connect
+/// timeout.
 async fn dial(
     authority: &Authority,
     config: &PoolConfig,
-) -> Result<(SendRequest<UpstreamBody>, Pin<Box<Connection>>), String> {
+) -> Result<(SendRequest<UpstreamBody>, Connection), String> {
+    let default_port = if config.tls.is_some() { 443 } else { 80 };
     let address = format!(
         "{}:{}",
         authority.host(),
-        authority.port_u16().unwrap_or(80)
+        authority.port_u16().unwrap_or(default_port)
     );
     let connect = async {
         let stream = TcpStream::connect(&address)
@@ -179,29 +181,16 @@ async fn dial(
         stream
             .set_nodelay(true)
             .map_err(|e| format!("set TCP_NODELAY: {e}"))?;
-        let (settings_tx, settings) = oneshot::channel();
-        let (sender, connection) = Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(config.keepalive_interval)
-            .keep_alive_timeout(config.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .max_header_list_size(MAX_METADATA_BYTES)
-            .handshake(TokioIo::new(FirstSettings::new(stream, settings_tx)))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
-        let mut connection = Box::pin(connection);
-        tokio::select! {
-            heard = settings => heard.map_err(|_| {
-                format!("{address} answered with something other than HTTP/2 SETTINGS (not an HTTP/2 server?)")
-            })?,
-            ended = &mut connection => return Err(match ended {
-                Ok(()) => format!("{address} closed the connection before its HTTP/2 SETTINGS"),
-                Err(e) => format!("HTTP/2 handshake with {address}: {e}"),
-            }),
+        match &config.tls {
+            Some(tls) => {
+                let stream = tls
+                    .connect(authority.host(), stream)
+                    .await
+                    .map_err(|e| format!("{address}: {e}"))?;
+                http2_handshake(stream, &address, config).await
+            }
+            None => http2_handshake(stream, &address, config).await,
         }
-        Ok((sender, connection))
     };
     tokio::time::timeout(config.connect_timeout, connect)
         .await
@@ -211,6 +200,41 @@ async fn dial(
                 config.connect_timeout
             )
         })?
+}
+
+/// The HTTP/2 handshake on a connected stream, up to the upstream's first
+/// SETTINGS frame.
+async fn http2_handshake<I>(
+    io: I,
+    address: &str,
+    config: &PoolConfig,
+) -> Result<(SendRequest<UpstreamBody>, Connection), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (settings_tx, settings) = oneshot::channel();
+    let (sender, connection) = Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.keepalive_interval)
+        .keep_alive_timeout(config.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_header_list_size(MAX_METADATA_BYTES)
+        .handshake(TokioIo::new(FirstSettings::new(io, settings_tx)))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {address}: {e}"))?;
+    let mut connection: Connection = Box::pin(connection);
+    tokio::select! {
+        heard = settings => heard.map_err(|_| {
+            format!("{address} answered with something other than HTTP/2 SETTINGS (not an HTTP/2 server?)")
+        })?,
+        ended = &mut connection => return Err(match ended {
+            Ok(()) => format!("{address} closed the connection before its HTTP/2 SETTINGS"),
+            Err(e) => format!("HTTP/2 handshake with {address}: {e}"),
+        }),
+    }
+    Ok((sender, connection))
 }
 
 // === impl UpstreamBody ===

@@ -21,6 +21,7 @@ use super::discovery::{Discovery, Endpoints};
 use super::endpoint::{Endpoint, Lease};
 use super::health::{self, HealthConfig};
 use super::outlier::{Outcome, OutlierConfig};
+use super::tls::ClientTls;
 
 /// Connection settings for one upstream, from routes.toml.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct PoolConfig {
     pub outlier: OutlierConfig,
     /// Active health checks, when enabled.
     pub health: Option<HealthConfig>,
+    /// TLS settings, for an upstream reached over TLS (`https://`).
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// The endpoints of one upstream.
@@ -75,8 +78,8 @@ impl Pool {
         let mut addresses = config.discovery.watch(&config.name);
         let _ = tokio::time::timeout(bound, addresses.wait_for(Option::is_some)).await;
         let shared = Arc::new(Shared {
+            scheme: super::tls::scheme(config.tls.as_deref()),
             config,
-            scheme: Scheme::HTTP,
             endpoints: ArcSwap::from_pointee(Vec::new()),
         });
         let initial = addresses.borrow_and_update().clone();
