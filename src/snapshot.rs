@@ -153,6 +153,10 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
     if !errors.is_empty() {
         // In file order, as a compiler reports them; mistakes with no place first.
         errors.sort_by_key(|e| e.span.as_ref().map(|s| s.start));
+        // A route-level setting is compiled for each of its methods: one
+        // mistake in it is reported once.
+        let mut seen = std::collections::HashSet::new();
+        errors.retain(|e| seen.insert((e.span.clone(), e.message.clone())));
         return Err(errors);
     }
     let uses_gateway_cache = routes.plans.iter().any(|plan| plan.cache.gateway);

@@ -123,6 +123,7 @@ fixtures! {
     tls_table_on_http_endpoints_is_reported_at_the_table => "upstream_tls_on_http_endpoints",
     unusable_upstream_tls_files_are_each_reported_at_their_key => "upstream_tls_bad_files",
     unusable_listener_certificate_files_are_each_reported_at_their_key => "server_tls_bad_files",
+    resilience_settings_out_of_range_are_each_reported_at_their_key => "bad_resilience_settings",
 }
 
 #[test]

@@ -9,6 +9,7 @@ use prost_reflect::{MethodDescriptor, Value};
 use toml::Spanned;
 
 use crate::config::ConfigError;
+use crate::config::diagnostic::suggest;
 use crate::config::upstream::RetrySection;
 use crate::upstream::RetryPolicy;
 use crate::upstream::retry::CodeSet;
@@ -59,10 +60,16 @@ pub(super) fn compile(
     for name in &retry.on {
         match code_named(name.get_ref()) {
             Some(code) => on = on.with(code),
-            None => errors.push(
-                ConfigError::at(name.span(), format!("unknown gRPC code {:?}", name.get_ref()))
-                    .hint("use the snake_case names: unavailable, resource_exhausted, aborted, internal, ..."),
-            ),
+            None => {
+                let known: Vec<String> = CODES.iter().map(|(n, _)| n.to_string()).collect();
+                errors.push(
+                    ConfigError::at(
+                        name.span(),
+                        format!("unknown gRPC code {:?}", name.get_ref()),
+                    )
+                    .hint(suggest(name.get_ref(), &known, "gRPC codes")),
+                );
+            }
         }
     }
     let attempts = match &retry.attempts {
@@ -91,26 +98,27 @@ fn is_idempotent(method: &MethodDescriptor) -> bool {
         .is_some_and(|level| matches!(level.as_ref(), Value::EnumNumber(1 | 2)))
 }
 
+/// The codes a route may list, by their snake_case names.
+const CODES: [(&str, tonic::Code); 16] = [
+    ("cancelled", tonic::Code::Cancelled),
+    ("unknown", tonic::Code::Unknown),
+    ("invalid_argument", tonic::Code::InvalidArgument),
+    ("deadline_exceeded", tonic::Code::DeadlineExceeded),
+    ("not_found", tonic::Code::NotFound),
+    ("already_exists", tonic::Code::AlreadyExists),
+    ("permission_denied", tonic::Code::PermissionDenied),
+    ("resource_exhausted", tonic::Code::ResourceExhausted),
+    ("failed_precondition", tonic::Code::FailedPrecondition),
+    ("aborted", tonic::Code::Aborted),
+    ("out_of_range", tonic::Code::OutOfRange),
+    ("unimplemented", tonic::Code::Unimplemented),
+    ("internal", tonic::Code::Internal),
+    ("unavailable", tonic::Code::Unavailable),
+    ("data_loss", tonic::Code::DataLoss),
+    ("unauthenticated", tonic::Code::Unauthenticated),
+];
+
 /// The code for a snake_case name such as `unavailable`.
 fn code_named(name: &str) -> Option<tonic::Code> {
-    use tonic::Code::*;
-    Some(match name {
-        "cancelled" => Cancelled,
-        "unknown" => Unknown,
-        "invalid_argument" => InvalidArgument,
-        "deadline_exceeded" => DeadlineExceeded,
-        "not_found" => NotFound,
-        "already_exists" => AlreadyExists,
-        "permission_denied" => PermissionDenied,
-        "resource_exhausted" => ResourceExhausted,
-        "failed_precondition" => FailedPrecondition,
-        "aborted" => Aborted,
-        "out_of_range" => OutOfRange,
-        "unimplemented" => Unimplemented,
-        "internal" => Internal,
-        "unavailable" => Unavailable,
-        "data_loss" => DataLoss,
-        "unauthenticated" => Unauthenticated,
-        _ => return None,
-    })
+    CODES.iter().find(|(n, _)| *n == name).map(|(_, code)| *code)
 }
