@@ -1,0 +1,296 @@
+//! etcd discovery against a real etcd (Debian's `etcd-server`, which
+//! .ci/run installs) started on loopback ports with a temporary data
+//! directory: the watch sees registered instances, follows removals and
+//! additions within a second, keeps the last set while etcd is down and
+//! re-syncs when it is back.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use protogate::upstream::Discovery;
+use protogate::upstream::discovery::Endpoints;
+use protogate::upstream::discovery::etcd::EtcdConfig;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+mod support;
+
+const PREFIX: &str = "/services/bookstore/";
+/// Bound on any one wait for an event.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An etcd server on loopback, killed (by its PID) when dropped.
+struct Etcd {
+    child: Child,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Etcd {
+    /// Starts etcd on random loopback ports, trying other ports when one
+    /// is taken, and waits until it answers.
+    async fn start() -> Etcd {
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..10 {
+            let client_port = rand::random_range(20_000..60_000);
+            let peer_port = rand::random_range(20_000..60_000);
+            if client_port == peer_port {
+                continue;
+            }
+            let child = spawn(dir.path(), client_port, peer_port);
+            let mut etcd = Etcd {
+                child,
+                client_port,
+                peer_port,
+                dir,
+                http: reqwest::Client::new(),
+            };
+            if etcd.wait_ready().await {
+                return etcd;
+            }
+            dir = etcd.into_dir();
+        }
+        panic!("etcd could not bind loopback ports after 10 tries");
+    }
+
+    /// Kills etcd (SIGKILL, by PID) and starts it again on the same ports
+    /// and data, as a crash and restart would.
+    async fn restart(&mut self) {
+        self.kill().await;
+        self.child = spawn(self.dir.path(), self.client_port, self.peer_port);
+        assert!(
+            self.wait_ready().await,
+            "etcd did not come back:\n{}",
+            self.log()
+        );
+    }
+
+    async fn kill(&mut self) {
+        self.child.kill().await.expect("kill etcd");
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether etcd answers; false if it exited because a port was taken.
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self.log();
+                assert!(
+                    log.contains("address already in use"),
+                    "etcd exited ({status}):\n{log}"
+                );
+                return false;
+            }
+            let health = self.http.get(format!("{}/health", self.url())).send().await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return true;
+            }
+            assert!(Instant::now() < deadline, "etcd not ready:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    fn into_dir(self) -> tempfile::TempDir {
+        self.dir
+    }
+
+    /// One etcd v3 JSON gateway call; panics unless it succeeds.
+    async fn call(&self, path: &str, body: serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("etcd call");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {text}");
+    }
+
+    async fn put(&self, key: &str, value: &str) {
+        self.call("/v3/kv/put", put_op(key, value)).await;
+    }
+
+    /// Deletes `delete` and puts `key` = `value` in one revision.
+    async fn replace(&self, delete: &str, key: &str, value: &str) {
+        let ops = json!({ "success": [
+            { "request_delete_range": { "key": BASE64.encode(delete) } },
+            { "request_put": put_op(key, value) },
+        ]});
+        self.call("/v3/kv/txn", ops).await;
+    }
+
+    fn discovery(&self, max_endpoints: usize) -> Discovery {
+        Discovery::Etcd(EtcdConfig {
+            endpoints: vec![self.url()],
+            prefix: PREFIX.into(),
+            scheme: "http".into(),
+            max_endpoints,
+            max_value_bytes: 512,
+            max_response_bytes: 4 << 20,
+            timeout: Duration::from_secs(5),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        })
+    }
+}
+
+fn put_op(key: &str, value: &str) -> serde_json::Value {
+    json!({ "key": BASE64.encode(key), "value": BASE64.encode(value) })
+}
+
+fn spawn(dir: &Path, client_port: u16, peer_port: u16) -> Child {
+    let etcd = support::installed_program("etcd", &["/usr/bin/etcd"], "etcd-server");
+    let log = std::fs::File::create(dir.join("etcd.log")).expect("log file");
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    Command::new(etcd)
+        .args(["--name", "test"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &client])
+        .args(["--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("test={peer}")])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn etcd")
+}
+
+fn texts(set: &Option<Endpoints>) -> Vec<String> {
+    set.iter()
+        .flat_map(|s| s.iter())
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Waits until the receiver holds `expected`.
+async fn wait_for(rx: &mut watch::Receiver<Option<Endpoints>>, expected: &[&str]) {
+    let reached = tokio::time::timeout(PATIENCE, rx.wait_for(|set| texts(set) == expected))
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+    assert!(
+        reached,
+        "wanted {expected:?}, holding {:?}",
+        texts(&rx.borrow())
+    );
+}
+
+/// Every set the receiver is seen to hold, in order, from a task of its own.
+fn record(mut rx: watch::Receiver<Option<Endpoints>>) -> Arc<Mutex<Vec<Vec<String>>>> {
+    let seen = Arc::new(Mutex::new(vec![texts(&rx.borrow_and_update())]));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let set = texts(&rx.borrow_and_update());
+            log.lock().expect("lock").push(set);
+        }
+    });
+    seen
+}
+
+async fn register_three(etcd: &Etcd) {
+    etcd.put(&format!("{PREFIX}a"), "127.0.0.2:50051").await;
+    etcd.put(&format!("{PREFIX}b"), "http://127.0.0.3:50051")
+        .await;
+    etcd.put(&format!("{PREFIX}c"), "127.0.0.4:50051").await;
+    // Outside the prefix: not an endpoint.
+    etcd.put("/services/bookstore2/x", "127.0.0.9:50051").await;
+}
+
+const THREE: [&str; 3] = ["127.0.0.2:50051", "127.0.0.3:50051", "127.0.0.4:50051"];
+const AFTER_SWAP: [&str; 3] = ["127.0.0.2:50051", "127.0.0.4:50051", "127.0.0.5:50051"];
+
+#[tokio::test]
+async fn the_watch_sees_registered_instances_and_a_removal_and_an_addition_within_a_second() {
+    let etcd = Etcd::start().await;
+    register_three(&etcd).await;
+    let mut rx = etcd.discovery(256).watch("bookstore");
+    wait_for(&mut rx, &THREE).await;
+
+    let written = Instant::now();
+    etcd.replace(
+        &format!("{PREFIX}b"),
+        &format!("{PREFIX}d"),
+        "127.0.0.5:50051",
+    )
+    .await;
+    wait_for(&mut rx, &AFTER_SWAP).await;
+    assert!(
+        written.elapsed() < Duration::from_secs(1),
+        "the change took {:?} to reach the receiver",
+        written.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_lost_watch_keeps_the_last_set_and_resyncs_when_etcd_is_back() {
+    let mut etcd = Etcd::start().await;
+    register_three(&etcd).await;
+    let mut rx = etcd.discovery(256).watch("bookstore");
+    wait_for(&mut rx, &THREE).await;
+    let seen = record(rx.clone());
+
+    etcd.kill().await;
+    etcd.restart().await;
+    etcd.replace(
+        &format!("{PREFIX}b"),
+        &format!("{PREFIX}d"),
+        "127.0.0.5:50051",
+    )
+    .await;
+    wait_for(&mut rx, &AFTER_SWAP).await;
+
+    // While etcd was down and while the watch was re-made, the receiver
+    // held the last set: nothing empty or partial came in between.
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen, [THREE.to_vec(), AFTER_SWAP.to_vec()]);
+}
+
+#[tokio::test]
+async fn keys_beyond_max_endpoints_and_values_that_are_not_addresses_are_ignored() {
+    let etcd = Etcd::start().await;
+    register_three(&etcd).await;
+    etcd.put(&format!("{PREFIX}d"), "127.0.0.5:50051").await;
+    let mut rx = etcd.discovery(3).watch("bookstore");
+    // The first three keys by name; `d` is beyond max_endpoints.
+    wait_for(&mut rx, &THREE).await;
+
+    // A value of another scheme takes its key out; the watch goes on.
+    etcd.put(&format!("{PREFIX}a"), "https://127.0.0.2:50051")
+        .await;
+    wait_for(&mut rx, &["127.0.0.3:50051", "127.0.0.4:50051"]).await;
+    etcd.put(&format!("{PREFIX}e"), "127.0.0.6:50051").await;
+    wait_for(
+        &mut rx,
+        &["127.0.0.3:50051", "127.0.0.4:50051", "127.0.0.6:50051"],
+    )
+    .await;
+    etcd.put(&format!("{PREFIX}f"), "127.0.0.7:50051").await;
+    etcd.put(&format!("{PREFIX}c"), "127.0.0.8:50051").await;
+    wait_for(
+        &mut rx,
+        &["127.0.0.3:50051", "127.0.0.6:50051", "127.0.0.8:50051"],
+    )
+    .await;
+}
