@@ -11,13 +11,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use hickory_resolver::proto::op::{Message, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA};
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
 use protogate::upstream::Discovery;
 use protogate::upstream::discovery::Endpoints;
 use protogate::upstream::discovery::dns::DnsConfig;
-use tokio::net::UdpSocket;
+use support::{
+    Reply, Scripted, client, endpoint_calls, everything_toml, pool, spawn_gateway,
+    spawn_scripted_on,
+};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 const NAME: &str = "bookstore.test";
@@ -258,4 +264,90 @@ async fn the_resolver_stops_when_every_receiver_is_dropped() {
         quiet.is_err(),
         "still resolving after the receiver was dropped"
     );
+}
+
+/// Two scripted upstreams on 127.0.0.2 and 127.0.0.3 with one port, as
+/// the instances behind one DNS name are (a port taken on one of the
+/// addresses: another is tried).
+async fn two_upstreams_on_one_port() -> (Scripted, Scripted, u16) {
+    for _ in 0..10 {
+        let first = TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let port = first.local_addr().expect("addr").port();
+        let Ok(second) = TcpListener::bind(("127.0.0.3", port)).await else {
+            continue;
+        };
+        return (
+            spawn_scripted_on(first, pool(), Reply::Echo),
+            spawn_scripted_on(second, pool(), Reply::Echo),
+            port,
+        );
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3 after 10 tries");
+}
+
+/// Sends one GET through the gateway; it must succeed.
+async fn get(base: &str, i: usize) {
+    let answer = client()
+        .get(format!("{base}/v1/echo?string_value=n{i}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), 200, "request {i}");
+}
+
+#[tokio::test]
+async fn traffic_moves_to_the_addresses_of_a_changed_dns_answer() {
+    let (a, b, port) = two_upstreams_on_one_port().await;
+    let server = DnsServer::start(Answer::Records(ips(&["127.0.0.2"]), 3600)).await;
+    let toml = everything_toml(a.addr, "").replace(
+        &format!("endpoints = [\"http://{}\"]", a.addr),
+        &format!(
+            "dns = \"{NAME}:{port}\"\ndns_servers = [\"{}\"]\n\
+             dns_refresh_min = \"100ms\"\ndns_refresh_max = \"300ms\"",
+            server.addr
+        ),
+    );
+    let gateway = spawn_gateway(&toml).await;
+    let mut sent = 0;
+    for _ in 0..10 {
+        get(&gateway.base, sent).await;
+        sent += 1;
+    }
+    assert_eq!(
+        (a.call_count(), b.call_count()),
+        (10, 0),
+        "one address: every call there"
+    );
+
+    // Both addresses: the new one gets calls too. Each try is a real call;
+    // the hour-long TTL is cut to dns_refresh_max (300 ms), and a few
+    // hundred calls take far longer than that.
+    server.set(Answer::Records(ips(&["127.0.0.2", "127.0.0.3"]), 3600));
+    while b.call_count() == 0 {
+        assert!(sent < 2_000, "127.0.0.3 got no call after {sent} requests");
+        get(&gateway.base, sent).await;
+        sent += 1;
+    }
+
+    // Only the new address: once the gateway's endpoints are that one
+    // alone, no call goes to the old one.
+    server.set(Answer::Records(ips(&["127.0.0.3"]), 3600));
+    let only_b = [format!("127.0.0.3:{port}")];
+    while !endpoint_calls(&gateway, "echo").keys().eq(only_b.iter()) {
+        assert!(
+            sent < 4_000,
+            "127.0.0.2 still an endpoint after {sent} requests"
+        );
+        get(&gateway.base, sent).await;
+        sent += 1;
+    }
+    let (a_before, b_before) = (a.call_count(), b.call_count());
+    for _ in 0..20 {
+        get(&gateway.base, sent).await;
+        sent += 1;
+    }
+    assert_eq!(a.call_count(), a_before, "a departed address got calls");
+    assert_eq!(b.call_count(), b_before + 20);
 }
