@@ -20,6 +20,14 @@ use tokio::sync::watch;
 
 mod support;
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use support::{
+    StreamsPerConnection, bookstore_toml, client, endpoint_calls, spawn_counting_bookstore,
+    spawn_gateway,
+};
+
 const PREFIX: &str = "/services/bookstore/";
 /// Bound on any one wait for an event.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -293,4 +301,155 @@ async fn keys_beyond_max_endpoints_and_values_that_are_not_addresses_are_ignored
         &["127.0.0.3:50051", "127.0.0.6:50051", "127.0.0.8:50051"],
     )
     .await;
+}
+
+/// A tonic Bookstore and the calls it served.
+struct Bookstore {
+    addr: SocketAddr,
+    streams: StreamsPerConnection,
+}
+
+impl Bookstore {
+    async fn start() -> Bookstore {
+        let (addr, _, streams) = spawn_counting_bookstore(None).await;
+        Bookstore { addr, streams }
+    }
+
+    fn calls(&self) -> usize {
+        self.streams.lock().expect("lock").values().sum()
+    }
+}
+
+/// Loops GETs from 8 clients until `stop` (at most 400 each), counting
+/// every answer in `done` and every failure in `failed`.
+fn spawn_load(
+    base: &str,
+    stop: Arc<AtomicBool>,
+    done: watch::Sender<usize>,
+    failed: Arc<Mutex<Vec<String>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let done = Arc::new(done);
+    (0..8)
+        .map(|_| {
+            let (url, stop, done, failed) = (
+                format!("{base}/v1/shelves"),
+                stop.clone(),
+                done.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                let http = client();
+                for _ in 0..400 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        Ok(r) => failed
+                            .lock()
+                            .expect("lock")
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failed.lock().expect("lock").push(e.to_string()),
+                    }
+                    done.send_modify(|n| *n += 1);
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn under_load_an_instance_leaves_and_another_joins_without_a_failed_request() {
+    let etcd = Etcd::start().await;
+    let stores = [
+        Bookstore::start().await,
+        Bookstore::start().await,
+        Bookstore::start().await,
+        Bookstore::start().await,
+    ];
+    for (key, store) in ["a", "b", "c"].iter().zip(&stores) {
+        etcd.put(&format!("{PREFIX}{key}"), &store.addr.to_string())
+            .await;
+    }
+    let toml = bookstore_toml(stores[0].addr, "").replace(
+        &format!("endpoints = [\"http://{}\"]", stores[0].addr),
+        &format!(
+            "etcd = {{ endpoints = [\"{}\"], prefix = \"{PREFIX}\" }}",
+            etcd.url()
+        ),
+    );
+    let gateway = spawn_gateway(&toml).await;
+    let registered: Vec<String> = stores[..3].iter().map(|s| s.addr.to_string()).collect();
+    let mut expected = registered.clone();
+    expected.sort();
+    // The pool starts with etcd's first answer if it comes within twice the
+    // connect timeout; on a slow machine it may come later: each try waits
+    // on a real request.
+    for tries in 0.. {
+        if endpoint_calls(&gateway, "bookstore")
+            .keys()
+            .eq(expected.iter())
+        {
+            break;
+        }
+        assert!(tries < 200, "the gateway never had etcd's three instances");
+        let _ = client()
+            .get(format!("{}/v1/shelves", gateway.base))
+            .send()
+            .await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let (done, mut progress) = watch::channel(0);
+    let clients = spawn_load(&gateway.base, stop.clone(), done, failed.clone());
+    // (A watch::Ref held across an await would block the clients' sends.)
+    let warmed = tokio::time::timeout(PATIENCE, progress.wait_for(|n| *n >= 100))
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+    assert!(warmed, "100 requests took longer than {PATIENCE:?}");
+
+    // b leaves (it keeps running, as an instance draining would) and d joins.
+    etcd.replace(
+        &format!("{PREFIX}b"),
+        &format!("{PREFIX}d"),
+        &stores[3].addr.to_string(),
+    )
+    .await;
+    let served_by_b = AtomicUsize::new(0);
+    let moved = tokio::time::timeout(
+        PATIENCE,
+        progress.wait_for(|_| {
+            let endpoints = endpoint_calls(&gateway, "bookstore");
+            served_by_b.store(stores[1].calls(), Ordering::SeqCst);
+            !endpoints.contains_key(&registered[1]) && stores[3].calls() >= 50
+        }),
+    )
+    .await
+    .is_ok_and(|waited| waited.is_ok());
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client task");
+    }
+    assert!(
+        moved,
+        "b still an endpoint, or d took fewer than 50 calls, after {PATIENCE:?}"
+    );
+
+    let failed = failed.lock().expect("lock").clone();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests: {failed:?}",
+        failed.len()
+    );
+    // Once dropped, b gets no new call; at most one call per client was
+    // already on its way there (and finished: b drained it).
+    let after_drop = stores[1].calls() - served_by_b.load(Ordering::SeqCst);
+    assert!(
+        after_drop <= 8,
+        "b got {after_drop} calls after the gateway dropped it"
+    );
+    for store in [&stores[0], &stores[2], &stores[3]] {
+        assert!(store.calls() > 0, "{} got no calls", store.addr);
+    }
 }
