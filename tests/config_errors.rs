@@ -130,6 +130,7 @@ fixtures! {
     etcd_without_endpoints_is_reported_at_its_table => "etcd_without_endpoints",
     bad_etcd_urls_an_empty_prefix_and_a_zero_bound_are_each_reported => "bad_etcd_settings",
     misspelt_etcd_key_is_reported_with_a_did_you_mean_hint => "unknown_etcd_key",
+    dns_settings_without_dns_are_reported_at_each_key => "dns_settings_without_dns",
 }
 
 #[test]

@@ -60,6 +60,7 @@ async fn follow(
     let mut turn = 0;
     loop {
         let base = &config.endpoints[turn % config.endpoints.len()];
+        // A client per session: no pooled connection to a lost etcd is reused.
         let outcome = match client(&config) {
             Ok(client) => {
                 let session = Session {
