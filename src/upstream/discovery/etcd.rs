@@ -9,6 +9,7 @@
 //! of keys kept and the length of a value.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::time::Duration;
 
 use base64::Engine;
@@ -75,9 +76,8 @@ async fn follow(
             }
             Err(reason) => Err(reason),
         };
-        if let Err(reason) = outcome {
-            failures.failed(&format!("{base}: {reason}"));
-        }
+        let Err(reason) = outcome;
+        failures.failed(&format!("{base}: {reason}"));
         turn += 1;
         if !wait_unless_unwatched(&tx, backoff.next_delay()).await {
             return;
@@ -109,7 +109,7 @@ impl Session<'_> {
         tx: &watch::Sender<Option<Endpoints>>,
         failures: &mut FailureLog,
         backoff: &mut Backoff,
-    ) -> Result<(), String> {
+    ) -> Result<Infallible, String> {
         let (revision, mut keys) = self.range().await?;
         publish(tx, keys.addresses());
         let mut watch = self.watch(revision + 1).await?;
@@ -280,7 +280,7 @@ fn address(value_base64: &str, config: &EtcdConfig) -> Result<Authority, String>
 }
 
 /// `host:port`, or `scheme://host:port` with the upstream's scheme.
-pub fn parse_address(text: &str, scheme: &str) -> Result<Authority, String> {
+fn parse_address(text: &str, scheme: &str) -> Result<Authority, String> {
     let authority = if text.contains("://") {
         let uri: Uri = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
         if uri.scheme_str() != Some(scheme) {
