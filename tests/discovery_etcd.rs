@@ -1,8 +1,10 @@
 //! etcd discovery against a real etcd (Debian's `etcd-server`, which
 //! .ci/run installs) started on loopback ports with a temporary data
 //! directory: the watch sees registered instances, follows removals and
-//! additions within a second, keeps the last set while etcd is down and
-//! re-syncs when it is back.
+//! additions within a second, keeps the last set while etcd is down or
+//! sends more than its bounds, and re-syncs when it is back; through the
+//! gateway, an instance leaves and another joins under load without a
+//! failed request.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -144,14 +146,49 @@ impl Etcd {
         self.call("/v3/kv/txn", ops).await;
     }
 
+    /// etcd's count of range reads served so far (from its metrics).
+    async fn range_reads(&self) -> u64 {
+        let metrics = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .expect("etcd metrics")
+            .text()
+            .await
+            .expect("etcd metrics body");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("etcd_mvcc_range_total "))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .expect("etcd_mvcc_range_total in etcd's metrics") as u64
+    }
+
+    /// Waits until etcd has served `more` range reads beyond those so far:
+    /// the watcher's re-reads, as nothing else reads here meanwhile.
+    async fn wait_for_range_reads(&self, more: u64) {
+        let target = self.range_reads().await + more;
+        for _ in 0..1_000 {
+            if self.range_reads().await >= target {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("etcd did not serve {more} more range reads");
+    }
+
     fn discovery(&self, max_endpoints: usize) -> Discovery {
+        self.discovery_bounded(max_endpoints, 4 << 20)
+    }
+
+    fn discovery_bounded(&self, max_endpoints: usize, max_response_bytes: usize) -> Discovery {
         Discovery::Etcd(EtcdConfig {
             endpoints: vec![self.url()],
             prefix: PREFIX.into(),
             scheme: "http".into(),
             max_endpoints,
             max_value_bytes: 512,
-            max_response_bytes: 4 << 20,
+            max_response_bytes,
             timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
@@ -301,6 +338,40 @@ async fn keys_beyond_max_endpoints_and_values_that_are_not_addresses_are_ignored
         &["127.0.0.3:50051", "127.0.0.6:50051", "127.0.0.8:50051"],
     )
     .await;
+}
+
+#[tokio::test]
+async fn answers_above_max_response_bytes_are_refused_and_the_last_set_kept_until_they_are_gone() {
+    let etcd = Etcd::start().await;
+    register_three(&etcd).await;
+    let mut rx = etcd.discovery_bounded(256, 16 << 10).watch("bookstore");
+    wait_for(&mut rx, &THREE).await;
+    rx.mark_unchanged();
+
+    // 64 KiB under the prefix: the watch message carrying it is over the
+    // 16 KiB bound, and so is every re-read while it is there.
+    etcd.put(&format!("{PREFIX}huge"), &"x".repeat(64 << 10))
+        .await;
+    etcd.wait_for_range_reads(2).await;
+    // A change meanwhile is not seen: no answer that includes it is read.
+    etcd.replace(
+        &format!("{PREFIX}b"),
+        &format!("{PREFIX}d"),
+        "127.0.0.5:50051",
+    )
+    .await;
+    etcd.wait_for_range_reads(2).await;
+    assert!(
+        !rx.has_changed().expect("discovery running"),
+        "{:?}",
+        texts(&rx.borrow())
+    );
+
+    // Once the oversize value is gone, a re-read sees the change.
+    let huge = BASE64.encode(format!("{PREFIX}huge"));
+    etcd.call("/v3/kv/deleterange", json!({ "key": huge }))
+        .await;
+    wait_for(&mut rx, &AFTER_SWAP).await;
 }
 
 /// A tonic Bookstore and the calls it served.
