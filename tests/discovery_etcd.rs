@@ -374,6 +374,32 @@ async fn answers_above_max_response_bytes_are_refused_and_the_last_set_kept_unti
     wait_for(&mut rx, &AFTER_SWAP).await;
 }
 
+#[tokio::test]
+async fn an_etcd_endpoint_that_refuses_is_passed_over_for_the_next() {
+    let etcd = Etcd::start().await;
+    register_three(&etcd).await;
+    // An address that refuses connections: a socket bound there that never
+    // listens, held for the whole test.
+    let refusing =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    refusing
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let refusing_addr = refusing
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an IP address");
+    let Discovery::Etcd(mut config) = etcd.discovery(256) else {
+        unreachable!("etcd discovery");
+    };
+    config
+        .endpoints
+        .insert(0, format!("http://{refusing_addr}"));
+    let mut rx = Discovery::Etcd(config).watch("bookstore");
+    wait_for(&mut rx, &THREE).await;
+}
+
 /// A tonic Bookstore and the calls it served.
 struct Bookstore {
     addr: SocketAddr,
