@@ -400,6 +400,44 @@ async fn an_etcd_endpoint_that_refuses_is_passed_over_for_the_next() {
     wait_for(&mut rx, &THREE).await;
 }
 
+#[tokio::test]
+async fn a_tls_upstream_takes_https_values_and_passes_over_http_ones() {
+    let etcd = Etcd::start().await;
+    etcd.put(&format!("{PREFIX}a"), "https://127.0.0.2:50051")
+        .await;
+    etcd.put(&format!("{PREFIX}b"), "127.0.0.3:50051").await;
+    etcd.put(&format!("{PREFIX}c"), "http://127.0.0.4:50051")
+        .await;
+    // routes.toml as an operator writes it: the upstream's scheme comes from
+    // its tls table, and a value written as a URL must name that scheme.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let toml = bookstore_toml("127.0.0.1:1".parse().expect("addr"), "").replace(
+        "endpoints = [\"http://127.0.0.1:1\"]",
+        &format!(
+            "etcd = {{ endpoints = [\"{}\"], prefix = \"{PREFIX}\" }}\ntls = {{}}",
+            etcd.url()
+        ),
+    );
+    std::fs::write(&path, toml.replace("{proto}", support::PROTO_DIR)).expect("write");
+    let loaded = protogate::config::load(&path).unwrap_or_else(|(source, errors)| {
+        panic!("routes.toml does not parse:\n{}", source.render(&errors))
+    });
+    let compiled = protogate::snapshot::compile_for_serving(&loaded).unwrap_or_else(|errors| {
+        panic!(
+            "routes.toml does not compile:\n{}",
+            loaded.source.render(&errors)
+        )
+    });
+    let upstream = &compiled.upstreams[0];
+    assert!(
+        upstream.pool.tls.is_some(),
+        "the tls table makes the upstream TLS"
+    );
+    let mut rx = upstream.pool.discovery.watch("bookstore");
+    wait_for(&mut rx, &["127.0.0.2:50051", "127.0.0.3:50051"]).await;
+}
+
 /// A tonic Bookstore and the calls it served.
 struct Bookstore {
     addr: SocketAddr,
