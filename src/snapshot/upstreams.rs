@@ -284,10 +284,15 @@ fn compile_dns(
 ) -> Option<DnsConfig> {
     let before = errors.len();
     let (host, port) = match dns.get_ref().rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() => (host, port.parse::<u16>().ok()),
-        _ => (dns.get_ref().as_str(), None),
+        Some((host, port)) => (host, port.parse::<u16>().ok()),
+        None => (dns.get_ref().as_str(), None),
     };
-    if port.is_none() {
+    if host.is_empty() {
+        errors.push(
+            ConfigError::at(dns.span(), format!("dns {:?} has no name", dns.get_ref()))
+                .hint("write dns = \"name:port\", e.g. \"bookstore.internal:50051\""),
+        );
+    } else if port.is_none() {
         errors.push(
             ConfigError::at(dns.span(), format!("dns {:?} has no port", dns.get_ref()))
                 .hint("write dns = \"name:port\", e.g. \"bookstore.internal:50051\""),
