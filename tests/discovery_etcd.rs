@@ -37,6 +37,9 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// An etcd server on loopback, killed (by its PID) when dropped.
 struct Etcd {
     child: Child,
+    /// Its member name, unique to this test: proof that the etcd answering
+    /// on `client_port` is this one.
+    name: String,
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
@@ -44,19 +47,22 @@ struct Etcd {
 }
 
 impl Etcd {
-    /// Starts etcd on random loopback ports, trying other ports when one
-    /// is taken, and waits until it answers.
+    /// Starts etcd on random loopback ports below the ephemeral range (so
+    /// no socket bound to port 0 holds them), trying others when a port is
+    /// taken, and waits until it answers.
     async fn start() -> Etcd {
-        let mut dir = tempfile::tempdir().expect("tempdir");
         for _ in 0..10 {
-            let client_port = rand::random_range(20_000..60_000);
-            let peer_port = rand::random_range(20_000..60_000);
+            let client_port = rand::random_range(20_000..32_000);
+            let peer_port = rand::random_range(20_000..32_000);
             if client_port == peer_port {
                 continue;
             }
-            let child = spawn(dir.path(), client_port, peer_port);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let name = format!("test-{:016x}", rand::random::<u64>());
+            let child = spawn(dir.path(), &name, client_port, peer_port);
             let mut etcd = Etcd {
                 child,
+                name,
                 client_port,
                 peer_port,
                 dir,
@@ -65,7 +71,6 @@ impl Etcd {
             if etcd.wait_ready().await {
                 return etcd;
             }
-            dir = etcd.into_dir();
         }
         panic!("etcd could not bind loopback ports after 10 tries");
     }
@@ -74,7 +79,12 @@ impl Etcd {
     /// and data, as a crash and restart would.
     async fn restart(&mut self) {
         self.kill().await;
-        self.child = spawn(self.dir.path(), self.client_port, self.peer_port);
+        self.child = spawn(
+            self.dir.path(),
+            &self.name,
+            self.client_port,
+            self.peer_port,
+        );
         assert!(
             self.wait_ready().await,
             "etcd did not come back:\n{}",
@@ -90,7 +100,8 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    /// Whether etcd answers; false if it exited because a port was taken.
+    /// Whether this etcd answers; false if a port was taken (it exited, or
+    /// another test's etcd answers there).
     async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -102,21 +113,36 @@ impl Etcd {
                 );
                 return false;
             }
-            let health = self.http.get(format!("{}/health", self.url())).send().await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return true;
+            if let Some(ours) = self.answering_member_is_ours().await {
+                if !ours {
+                    self.kill().await;
+                }
+                return ours;
             }
             assert!(Instant::now() < deadline, "etcd not ready:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    /// Whether the etcd on `client_port` is this one; `None` while nothing
+    /// answers there yet.
+    async fn answering_member_is_ours(&self) -> Option<bool> {
+        let members = self
+            .http
+            .post(format!("{}/v3/cluster/member/list", self.url()))
+            .body("{}")
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())?
+            .text()
+            .await
+            .ok()?;
+        Some(members.contains(&format!("\"name\":\"{}\"", self.name)))
     }
 
-    fn into_dir(self) -> tempfile::TempDir {
-        self.dir
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
     /// One etcd v3 JSON gateway call; panics unless it succeeds.
@@ -200,20 +226,20 @@ fn put_op(key: &str, value: &str) -> serde_json::Value {
     json!({ "key": BASE64.encode(key), "value": BASE64.encode(value) })
 }
 
-fn spawn(dir: &Path, client_port: u16, peer_port: u16) -> Child {
+fn spawn(dir: &Path, name: &str, client_port: u16, peer_port: u16) -> Child {
     let etcd = support::installed_program("etcd", &["/usr/bin/etcd"], "etcd-server");
     let log = std::fs::File::create(dir.join("etcd.log")).expect("log file");
     let client = format!("http://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     Command::new(etcd)
-        .args(["--name", "test"])
+        .args(["--name", name])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .args(["--listen-client-urls", &client])
         .args(["--advertise-client-urls", &client])
         .args(["--listen-peer-urls", &peer])
         .args(["--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("test={peer}")])
+        .args(["--initial-cluster", &format!("{name}={peer}")])
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
