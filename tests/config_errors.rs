@@ -124,6 +124,13 @@ fixtures! {
     unusable_upstream_tls_files_are_each_reported_at_their_key => "upstream_tls_bad_files",
     unusable_listener_certificate_files_are_each_reported_at_their_key => "server_tls_bad_files",
     resilience_settings_out_of_range_are_each_reported_at_their_key => "bad_resilience_settings",
+    upstream_with_two_sources_of_endpoints_is_reported_at_the_second => "upstream_with_two_sources",
+    dns_without_port_or_name_and_a_nameserver_that_is_no_ip_are_reported => "dns_without_port",
+    dns_refresh_min_above_max_is_reported_at_the_min => "dns_refresh_min_above_max",
+    etcd_without_endpoints_is_reported_at_its_table => "etcd_without_endpoints",
+    bad_etcd_urls_an_empty_prefix_and_a_zero_bound_are_each_reported => "bad_etcd_settings",
+    misspelt_etcd_key_is_reported_with_a_did_you_mean_hint => "unknown_etcd_key",
+    dns_settings_without_dns_are_reported_at_each_key => "dns_settings_without_dns",
 }
 
 #[test]

@@ -177,7 +177,21 @@ pub struct ProtoSection {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     /// `http://host:port` endpoints (gRPC over cleartext HTTP/2).
+    #[serde(default)]
     pub endpoints: Vec<Spanned<String>>,
+    /// `name:port`: every A/AAAA address of the name is an endpoint.
+    pub dns: Option<Spanned<String>>,
+    /// Re-resolve `dns` no sooner than this, whatever the answer's TTL.
+    #[serde(default = "defaults::dns_refresh_min")]
+    pub dns_refresh_min: Spanned<DurationValue>,
+    /// Re-resolve `dns` no later than this, whatever the answer's TTL.
+    #[serde(default = "defaults::dns_refresh_max")]
+    pub dns_refresh_max: Spanned<DurationValue>,
+    /// Nameservers (`ip` or `ip:port`) to ask instead of /etc/resolv.conf's.
+    #[serde(default)]
+    pub dns_servers: Vec<Spanned<String>>,
+    /// Endpoints kept under an etcd prefix.
+    pub etcd: Option<Spanned<EtcdSection>>,
     /// Long-lived HTTP/2 connections per endpoint.
     #[serde(default = "defaults::connections")]
     pub connections: Spanned<usize>,
@@ -251,6 +265,39 @@ pub struct UpstreamTlsSection {
     pub client_key: Option<Spanned<PathBuf>>,
     /// The name certificates are checked against instead of the endpoint's host.
     pub server_name: Option<Spanned<String>>,
+}
+
+/// `etcd = { endpoints, prefix }` in `[upstreams.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    /// etcd client URLs, `http://host:port`.
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<String>>,
+    /// Every key under this prefix holds one endpoint's address.
+    pub prefix: Spanned<String>,
+    /// Most keys used; more are ignored.
+    #[serde(default = "defaults::etcd_max_endpoints")]
+    pub max_endpoints: Spanned<usize>,
+    /// Longest value accepted as an address.
+    #[serde(default = "defaults::etcd_max_value_bytes")]
+    pub max_value_bytes: Spanned<usize>,
+    /// Largest answer read from etcd (the initial read, one watch message).
+    #[serde(default = "defaults::etcd_max_response_bytes")]
+    pub max_response_bytes: Spanned<usize>,
+    /// How long connecting, the initial read and creating the watch may take.
+    #[serde(default = "defaults::timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+/// A duration that a later check points at (`Spanned<DurationValue>`).
+#[derive(Debug, Clone, Copy)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        duration(d).map(DurationValue)
+    }
 }
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -376,6 +423,26 @@ mod defaults {
     }
     pub(super) fn max_message_bytes() -> usize {
         4 << 20
+    }
+    /// A failing lookup is retried no faster than this, too.
+    pub(super) fn dns_refresh_min() -> Spanned<super::DurationValue> {
+        Spanned::new(0..0, super::DurationValue(Duration::from_secs(1)))
+    }
+    /// Bounds how long a departed instance stays in the set when a zone
+    /// uses long TTLs, at one lookup a minute per upstream.
+    pub(super) fn dns_refresh_max() -> Spanned<super::DurationValue> {
+        Spanned::new(0..0, super::DurationValue(Duration::from_secs(60)))
+    }
+    pub(super) fn etcd_max_endpoints() -> Spanned<usize> {
+        Spanned::new(0..0, 256)
+    }
+    /// Room for `http://` + a 253-byte DNS name + `:65535`.
+    pub(super) fn etcd_max_value_bytes() -> Spanned<usize> {
+        Spanned::new(0..0, 512)
+    }
+    /// Above etcd's own 1.5 MiB request limit, so any one put fits.
+    pub(super) fn etcd_max_response_bytes() -> Spanned<usize> {
+        Spanned::new(0..0, 4 << 20)
     }
     pub(super) fn yes() -> bool {
         true

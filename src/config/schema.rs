@@ -177,6 +177,9 @@ impl Repair {
         if let Some(Step::Key(key)) = path.last() {
             let table_start = span_at(path.len() - 1).start;
             self.removed.push((table_start, key.clone()));
+            // A key with a default (e.g. `endpoints`) is not stood in for:
+            // its table's "nothing set" error is this mistake's consequence.
+            self.stand_in_tables.push(table_start);
         }
         remove(root, &path)
     }

@@ -3,18 +3,21 @@
 //! bindings use.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use http::uri::Authority;
+use http::uri::{Authority, Uri};
 use toml::Spanned;
 
-use crate::config::file::UpstreamSection;
+use crate::config::file::{EtcdSection, UpstreamSection};
 use crate::config::upstream::{HealthCheckSection, OutlierSection};
 use crate::config::{ConfigError, RoutesFile};
+use crate::upstream::discovery::dns::DnsConfig;
+use crate::upstream::discovery::etcd::EtcdConfig;
 use crate::upstream::health::HealthConfig;
 use crate::upstream::outlier::OutlierConfig;
 use crate::upstream::tls::ClientTls;
@@ -55,15 +58,8 @@ pub(super) fn compile(
             }
         }
         let tls = tls(name.get_ref(), s, &schemes, base_dir, errors);
-        if s.endpoints.is_empty() {
-            errors.push(
-                ConfigError::at(
-                    section.span(),
-                    format!("upstream '{}' has no endpoints", name.get_ref()),
-                )
-                .hint("add endpoints = [\"http://127.0.0.1:50051\"]"),
-            );
-        }
+        let discovery =
+            compile_discovery(name.get_ref(), section, endpoints, tls.is_some(), errors);
         if *s.connections.get_ref() == 0 {
             errors.push(
                 ConfigError::at(s.connections.span(), "connections must be at least 1")
@@ -88,7 +84,7 @@ pub(super) fn compile(
         compiled.configs.push(UpstreamConfig {
             pool: PoolConfig {
                 name: name.get_ref().clone(),
-                discovery: Discovery::Static(endpoints),
+                discovery,
                 connections: *s.connections.get_ref(),
                 connect_timeout: s.connect_timeout,
                 keepalive_interval: s.keepalive_interval,
@@ -227,6 +223,220 @@ fn tls(
         Some(table) => super::tls::upstream(Some(table), base_dir, errors),
         None if https => super::tls::upstream(None, base_dir, errors),
         None => None,
+    }
+}
+
+/// The one source of an upstream's endpoints: `endpoints` (already parsed
+/// into `endpoints`), `dns` or `etcd`; `tls` says whether the upstream is
+/// reached over TLS. With none or several, the mistake is reported and an
+/// empty static list stands in (the snapshot is refused anyway).
+fn compile_discovery(
+    name: &str,
+    section: &Spanned<UpstreamSection>,
+    endpoints: Vec<Authority>,
+    tls: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Discovery {
+    let s = section.get_ref();
+    let sources: Vec<(&str, Range<usize>)> = [
+        s.endpoints.first().map(|e| ("endpoints", e.span())),
+        s.dns.as_ref().map(|d| ("dns", d.span())),
+        s.etcd.as_ref().map(|e| ("etcd", e.span())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let [(first, _), (second, span), ..] = sources.as_slice() {
+        errors.push(
+            ConfigError::at(
+                span.clone(),
+                format!("upstream '{name}' sets both {first} and {second}"),
+            )
+            .hint("an upstream's endpoints come from one source: keep endpoints, dns or etcd"),
+        );
+        return Discovery::Static(Vec::new());
+    }
+    if let Some(dns) = &s.dns {
+        return compile_dns(dns, s, errors).map_or(Discovery::Static(Vec::new()), Discovery::Dns);
+    }
+    report_dns_settings_without_dns(s, errors);
+    if let Some(etcd) = &s.etcd {
+        return compile_etcd(etcd, s, tls, errors)
+            .map_or(Discovery::Static(Vec::new()), Discovery::Etcd);
+    }
+    if s.endpoints.is_empty() {
+        errors.push(
+            ConfigError::at(
+                section.span(),
+                format!("upstream '{name}' has no endpoints"),
+            )
+            .hint("add endpoints = [\"http://127.0.0.1:50051\"], dns = \"name:port\" or etcd = { endpoints = [..], prefix = \"/services/NAME/\" }"),
+        );
+    }
+    Discovery::Static(endpoints)
+}
+
+/// `dns = "name:port"` and its settings, or `None` after reporting why not.
+fn compile_dns(
+    dns: &Spanned<String>,
+    s: &UpstreamSection,
+    errors: &mut Vec<ConfigError>,
+) -> Option<DnsConfig> {
+    let before = errors.len();
+    let (host, port) = match dns.get_ref().rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()),
+        None => (dns.get_ref().as_str(), None),
+    };
+    if host.is_empty() {
+        errors.push(
+            ConfigError::at(dns.span(), format!("dns {:?} has no name", dns.get_ref()))
+                .hint("write dns = \"name:port\", e.g. \"bookstore.internal:50051\""),
+        );
+    } else if port.is_none() {
+        errors.push(
+            ConfigError::at(dns.span(), format!("dns {:?} has no port", dns.get_ref()))
+                .hint("write dns = \"name:port\", e.g. \"bookstore.internal:50051\""),
+        );
+    }
+    let (min, max) = (s.dns_refresh_min.get_ref().0, s.dns_refresh_max.get_ref().0);
+    if min.is_zero() {
+        errors.push(
+            ConfigError::at(
+                s.dns_refresh_min.span(),
+                "dns_refresh_min must be more than zero",
+            )
+            .hint("it is the shortest wait between two lookups; the default is 1s"),
+        );
+    } else if min > max {
+        errors.push(
+            ConfigError::at(
+                s.dns_refresh_min.span(),
+                format!("dns_refresh_min ({min:?}) is longer than dns_refresh_max ({max:?})"),
+            )
+            .hint("answers are kept for their TTL clamped to [dns_refresh_min, dns_refresh_max]; the defaults are 1s and 60s"),
+        );
+    }
+    let mut servers = Vec::new();
+    for server in &s.dns_servers {
+        match parse_nameserver(server.get_ref()) {
+            Some(address) => servers.push(address),
+            None => errors.push(
+                ConfigError::at(
+                    server.span(),
+                    format!("dns server {:?} is not an IP address", server.get_ref()),
+                )
+                .hint("write \"ip\" (port 53) or \"ip:port\", e.g. \"127.0.0.1:5353\" or \"[::1]:53\""),
+            ),
+        }
+    }
+    (errors.len() == before).then(|| DnsConfig {
+        name: host.to_owned(),
+        port: port.unwrap_or_default(),
+        refresh_min: min,
+        refresh_max: max,
+        servers,
+    })
+}
+
+/// A DNS setting in an upstream without `dns` would be silently ignored:
+/// most likely `dns` itself is missing or misspelt.
+fn report_dns_settings_without_dns(s: &UpstreamSection, errors: &mut Vec<ConfigError>) {
+    // A default value has an empty span; a key written in the file never does.
+    let written = [
+        ("dns_refresh_min", s.dns_refresh_min.span()),
+        ("dns_refresh_max", s.dns_refresh_max.span()),
+    ]
+    .into_iter()
+    .chain(s.dns_servers.first().map(|d| ("dns_servers", d.span())))
+    .filter(|(_, span)| !span.is_empty());
+    for (key, span) in written {
+        errors.push(
+            ConfigError::at(span, format!("{key} has no effect without dns"))
+                .hint("add dns = \"name:port\", or remove this key"),
+        );
+    }
+}
+
+fn parse_nameserver(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, 53)))
+}
+
+/// `etcd = { .. }`, or `None` after reporting why not.
+fn compile_etcd(
+    etcd: &Spanned<EtcdSection>,
+    s: &UpstreamSection,
+    tls: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<EtcdConfig> {
+    let before = errors.len();
+    let e = etcd.get_ref();
+    if e.endpoints.is_empty() {
+        errors.push(
+            ConfigError::at(etcd.span(), "etcd has no endpoints")
+                .hint("add endpoints = [\"http://127.0.0.1:2379\"] (etcd's client URLs)"),
+        );
+    }
+    let mut endpoints = Vec::new();
+    for endpoint in &e.endpoints {
+        match parse_etcd_url(endpoint.get_ref()) {
+            Ok(url) => endpoints.push(url),
+            Err(message) => errors.push(
+                ConfigError::at(endpoint.span(), message)
+                    .hint("write etcd endpoints as \"http://host:port\" or \"https://host:port\""),
+            ),
+        }
+    }
+    if e.prefix.get_ref().is_empty() {
+        errors.push(
+            ConfigError::at(e.prefix.span(), "etcd prefix is empty")
+                .hint("an empty prefix would take every key in etcd as an endpoint; write e.g. prefix = \"/services/bookstore/\""),
+        );
+    }
+    for (key, value) in [
+        ("max_endpoints", &e.max_endpoints),
+        ("max_value_bytes", &e.max_value_bytes),
+        ("max_response_bytes", &e.max_response_bytes),
+    ] {
+        if *value.get_ref() == 0 {
+            errors.push(
+                ConfigError::at(value.span(), format!("{key} must be at least 1"))
+                    .hint("leave it out for the default"),
+            );
+        }
+    }
+    (errors.len() == before).then(|| EtcdConfig {
+        endpoints,
+        prefix: e.prefix.get_ref().clone(),
+        // A value written as a URL names the upstream's own scheme.
+        scheme: if tls { "https" } else { "http" }.to_string(),
+        max_endpoints: *e.max_endpoints.get_ref(),
+        max_value_bytes: *e.max_value_bytes.get_ref(),
+        max_response_bytes: *e.max_response_bytes.get_ref(),
+        timeout: e.timeout,
+        backoff_initial: s.reconnect_backoff,
+        backoff_max: s.reconnect_backoff_max.max(s.reconnect_backoff),
+    })
+}
+
+/// An etcd client URL as `scheme://host:port`, without a path.
+fn parse_etcd_url(text: &str) -> Result<String, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| format!("etcd endpoint {text:?}: {e}"))?;
+    let scheme = uri.scheme_str().unwrap_or_default();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "etcd endpoint {text:?} must start with http:// or https://"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!("etcd endpoint {text:?} has a path"));
+    }
+    match uri.authority() {
+        Some(authority) if authority.port_u16().is_some() => Ok(format!("{scheme}://{authority}")),
+        _ => Err(format!("etcd endpoint {text:?} has no port")),
     }
 }
 

@@ -378,6 +378,12 @@ pub async fn spawn_scripted(pool: DescriptorPool, reply: Reply) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind scripted");
+    spawn_scripted_on(listener, pool, reply)
+}
+
+/// [`spawn_scripted`] on a listener the test bound (e.g. one of several
+/// loopback addresses sharing a port, as DNS answers give them).
+pub fn spawn_scripted_on(listener: TcpListener, pool: DescriptorPool, reply: Reply) -> Scripted {
     let addr = listener.local_addr().expect("addr");
     let calls = Arc::new(Mutex::new(Vec::new()));
     let accepted = Arc::new(AtomicUsize::new(0));
