@@ -120,5 +120,8 @@ const CODES: [(&str, tonic::Code); 16] = [
 
 /// The code for a snake_case name such as `unavailable`.
 fn code_named(name: &str) -> Option<tonic::Code> {
-    CODES.iter().find(|(n, _)| *n == name).map(|(_, code)| *code)
+    CODES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, code)| *code)
 }

@@ -18,8 +18,11 @@ use crate::upstream::tls::{ClientIdentity, ClientTls};
 
 /// The client TLS settings of one upstream; `section` may be absent (an
 /// `https://` upstream with the system's roots and the endpoints' hosts).
+/// `default_name` is the name certificates are checked against when the
+/// section names none (a DNS-discovered upstream's name, not its IPs).
 pub(super) fn upstream(
     section: Option<&Spanned<UpstreamTlsSection>>,
+    default_name: Option<&str>,
     base_dir: &Path,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<ClientTls>> {
@@ -31,7 +34,10 @@ pub(super) fn upstream(
         .transpose()
         .map_err(|e| errors.push(e));
     let identity = identity(s, base_dir, errors);
-    let server_name = (s.server_name.as_ref())
+    let named = s.server_name.clone().or_else(|| {
+        default_name.map(|name| Spanned::new(section.map_or(0..0, Spanned::span), name.to_string()))
+    });
+    let server_name = (named.as_ref())
         .map(server_name)
         .transpose()
         .map_err(|e| errors.push(e));

@@ -220,10 +220,18 @@ fn tls(
             );
             None
         }
-        Some(table) => super::tls::upstream(Some(table), base_dir, errors),
-        None if https => super::tls::upstream(None, base_dir, errors),
+        Some(table) => super::tls::upstream(Some(table), dns_host(s), base_dir, errors),
+        None if https => super::tls::upstream(None, None, base_dir, errors),
         None => None,
     }
+}
+
+/// The name part of `dns = "name:port"`: what a DNS-discovered upstream's
+/// certificates name (its addresses are IPs that certificates rarely carry).
+fn dns_host(s: &UpstreamSection) -> Option<&str> {
+    let (host, _port) = s.dns.as_ref()?.get_ref().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty() && host.parse::<std::net::IpAddr>().is_err()).then_some(host)
 }
 
 /// The one source of an upstream's endpoints: `endpoints` (already parsed
