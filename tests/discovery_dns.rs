@@ -8,6 +8,7 @@
 //! changing) under generous overall bounds.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -352,4 +353,75 @@ async fn traffic_moves_to_the_addresses_of_a_changed_dns_answer() {
     }
     assert_eq!(a.call_count(), a_before, "a departed address got calls");
     assert_eq!(b.call_count(), b_before + 20);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_leaves_finishes_its_calls_in_flight_then_closes_its_connections() {
+    let (a, b, port) = two_upstreams_on_one_port().await;
+    a.set_reply(Reply::Delay(Duration::from_secs(2), Box::new(Reply::Echo)));
+    let server = DnsServer::start(Answer::Records(ips(&["127.0.0.2"]), 3600)).await;
+    let toml = everything_toml(a.addr, "").replace(
+        &format!("endpoints = [\"http://{}\"]", a.addr),
+        &format!(
+            "dns = \"{NAME}:{port}\"\ndns_servers = [\"{}\"]\n\
+             dns_refresh_min = \"50ms\"\ndns_refresh_max = \"100ms\"",
+            server.addr
+        ),
+    );
+    let gateway = spawn_gateway(&toml).await;
+    assert!(
+        a.open.load(Ordering::SeqCst) > 0,
+        "connections to 127.0.0.2 are up"
+    );
+    let departing = Arc::downgrade(&gateway.gateway.snapshot().upstreams[0].pool.endpoints()[0]);
+    let base = gateway.base.clone();
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(format!("{base}/v1/echo?string_value=slow"))
+            .send()
+            .await
+            .expect("send")
+            .status()
+    });
+    while a.call_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // The answer changes while the slow call is in flight on 127.0.0.2.
+    server.set(Answer::Records(ips(&["127.0.0.3"]), 3600));
+    let only_b = [format!("127.0.0.3:{port}")];
+    for _ in 0..500 {
+        if endpoint_calls(&gateway, "echo").keys().eq(only_b.iter()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(endpoint_calls(&gateway, "echo").keys().eq(only_b.iter()));
+    // New calls go to the new address only, while the old one still works.
+    for i in 0..5 {
+        get(&gateway.base, i).await;
+    }
+    assert_eq!((a.call_count(), b.call_count()), (1, 5));
+    assert!(
+        departing.upgrade().is_some(),
+        "kept alive by its call in flight"
+    );
+    assert!(
+        a.open.load(Ordering::SeqCst) > 0,
+        "its connections stay up meanwhile"
+    );
+
+    assert_eq!(
+        in_flight.await.expect("task"),
+        200,
+        "the call in flight finished"
+    );
+    assert!(departing.upgrade().is_none(), "dropped with its last call");
+    for _ in 0..500 {
+        if a.open.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the departed endpoint's connections were not closed");
 }

@@ -334,6 +334,8 @@ pub struct Scripted {
     pub accepted: Arc<AtomicUsize>,
     /// Calls whose stream was reset/dropped before the reply was sent.
     pub cancelled: Arc<AtomicUsize>,
+    /// Connections open now (served ones; closed by either side).
+    pub open: Arc<AtomicUsize>,
     reply: Arc<Mutex<Reply>>,
     /// Accepted connections beyond this many are closed at once, without a
     /// byte of HTTP/2 (see [`Scripted::serve_only_first`]).
@@ -390,9 +392,11 @@ pub fn spawn_scripted_on(listener: TcpListener, pool: DescriptorPool, reply: Rep
     let cancelled = Arc::new(AtomicUsize::new(0));
     let reply = Arc::new(Mutex::new(reply));
     let serve_limit = Arc::new(AtomicUsize::new(usize::MAX));
+    let open = Arc::new(AtomicUsize::new(0));
     let state = (calls.clone(), cancelled.clone(), reply.clone(), pool);
     let counter = accepted.clone();
     let limit = serve_limit.clone();
+    let open_connections = open.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
@@ -406,6 +410,8 @@ pub fn spawn_scripted_on(listener: TcpListener, pool: DescriptorPool, reply: Rep
             // that the clock jumps over.
             let _ = stream.set_nodelay(true);
             let state = state.clone();
+            let open = open_connections.clone();
+            open.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let state = state.clone();
@@ -418,6 +424,7 @@ pub fn spawn_scripted_on(listener: TcpListener, pool: DescriptorPool, reply: Rep
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -426,6 +433,7 @@ pub fn spawn_scripted_on(listener: TcpListener, pool: DescriptorPool, reply: Rep
         calls,
         accepted,
         cancelled,
+        open,
         reply,
         serve_limit,
     }
