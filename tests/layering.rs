@@ -72,9 +72,16 @@ const RULES: &[(&str, &[&str])] = &[
             "headers",
         ],
     ),
+    ("inspect", &["plan", "snapshot", "upstream"]),
     (
         "admin",
-        &["pipeline", "snapshot", "response_cache", "headers"],
+        &[
+            "pipeline",
+            "snapshot",
+            "inspect",
+            "response_cache",
+            "headers",
+        ],
     ),
 ];
 
