@@ -69,12 +69,21 @@ fn check_shedding(outcomes: &[Outcome], bound: usize, upstream_delay: Duration) 
         assert_eq!(o.status, 503);
         assert_eq!(o.retry_after.as_deref(), Some("1"));
         assert_eq!(o.reason.as_deref(), Some("OVERLOADED"));
+        // A thread the OS preempts on a loaded 2-core machine can stretch
+        // one answer's wall time; none may take long.
         assert!(
-            o.gateway_ms < 1.0,
+            o.gateway_ms < 10.0,
             "shed in {} ms of gateway time",
             o.gateway_ms
         );
     }
+    let mut times: Vec<f64> = shed.iter().map(|o| o.gateway_ms).collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    assert!(
+        median < 1.0,
+        "shed answers take {median} ms of gateway time (median)"
+    );
     let slowest_allowed = upstream_delay.as_secs_f64() * 1000.0 * 1.5;
     for o in &accepted {
         let upstream = o.upstream_ms.expect("upstream timing");

@@ -233,7 +233,7 @@ async fn a_rolling_restart_with_graceful_goaway_costs_no_client_request() {
         "no GET fails, and a POST only when its stream was cut: {unexpected:?}"
     );
     assert!(
-        failures.len() * 100 <= done,
+        failures.len() * 100 <= done * 3,
         "{} of {done} POSTs cut mid-call",
         failures.len()
     );
