@@ -17,6 +17,7 @@ use crate::{pipeline, server};
 
 pub mod demo;
 mod diff;
+mod watch;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -50,6 +51,9 @@ pub enum Command {
         /// Listen here instead of `[server] listen` (e.g. 0.0.0.0:8080 in a container).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Also reload when routes.toml, the protos or the files it names change on disk.
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
     Check {
@@ -127,13 +131,17 @@ pub fn main() -> ExitCode {
                 scopes,
                 ttl,
             } => token(&config, &provider, &subject, &scopes, ttl),
-            Command::Serve { config, listen } => serve(&config, listen, false).await,
+            Command::Serve {
+                config,
+                listen,
+                watch,
+            } => serve(&config, listen, false, watch).await,
             Command::Demo {
                 config,
                 listen,
                 upstream_only: true,
             } => bookstore_only(&config, listen).await,
-            Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
+            Command::Demo { config, listen, .. } => serve(&config, listen, true, false).await,
         }
     })
 }
@@ -236,7 +244,7 @@ async fn check(path: &Path, baseline: Option<&diff::Baseline>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
+async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool, watch: bool) -> ExitCode {
     let Some(mut compiled) = load(path, true) else {
         return ExitCode::FAILURE;
     };
@@ -268,6 +276,13 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         path.to_path_buf(),
         settings.listener.tls.clone(),
     );
+    let _watcher = match watch.then(|| start_watching(&gateway, path, &settings)) {
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        watching => watching.and_then(Result::ok),
+    };
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {
@@ -422,6 +437,21 @@ fn print_demo_help(listen: SocketAddr) {
         eprintln!("  {line}");
     }
     eprintln!();
+}
+
+/// `--watch`: reloads when what routes.toml reads changes on disk.
+fn start_watching(
+    gateway: &Arc<Gateway>,
+    path: &Path,
+    settings: &snapshot::Settings,
+) -> Result<notify::RecommendedWatcher, String> {
+    let loaded = config::load(path).map_err(|_| format!("cannot read {}", path.display()))?;
+    watch::spawn(
+        gateway.clone(),
+        path.to_path_buf(),
+        settings.listener.tls.clone(),
+        &loaded,
+    )
 }
 
 /// Reloads routes.toml on SIGHUP (see [`reload`]).
