@@ -8,6 +8,7 @@
 
 mod bindings;
 mod protos;
+mod resilience;
 mod retry;
 mod routes;
 mod settings;

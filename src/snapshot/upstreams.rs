@@ -8,23 +8,17 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use http::uri::{Authority, Uri};
 use toml::Spanned;
 
 use crate::config::file::{EtcdSection, UpstreamSection};
-use crate::config::upstream::{HealthCheckSection, OutlierSection};
 use crate::config::{ConfigError, RoutesFile};
 use crate::upstream::discovery::dns::DnsConfig;
 use crate::upstream::discovery::etcd::EtcdConfig;
-use crate::upstream::health::HealthConfig;
-use crate::upstream::outlier::OutlierConfig;
 use crate::upstream::tls::ClientTls;
-use crate::upstream::{Discovery, PoolConfig, RetrySettings, UpstreamConfig};
+use crate::upstream::{Discovery, PoolConfig, UpstreamConfig};
 
-/// Health checks more often than this would be load, not a check.
-const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
+use super::resilience::{health_config, outlier_config, retry_settings};
 
 /// Every upstream, compiled, in index order.
 #[derive(Debug, Default)]
@@ -102,91 +96,6 @@ pub(super) fn compile(
         });
     }
     compiled
-}
-
-fn health_config(
-    section: &Spanned<HealthCheckSection>,
-    errors: &mut Vec<ConfigError>,
-) -> HealthConfig {
-    let h = section.get_ref();
-    if h.interval.is_zero() || h.timeout.is_zero() {
-        errors.push(
-            ConfigError::at(
-                section.span(),
-                "health_check interval and timeout must be above zero",
-            )
-            .hint("for example health_check = { interval = \"5s\", timeout = \"1s\" }"),
-        );
-    }
-    for threshold in [&h.unhealthy_threshold, &h.healthy_threshold] {
-        if *threshold.get_ref() == 0 {
-            errors.push(
-                ConfigError::at(
-                    threshold.span(),
-                    "a health_check threshold must be at least 1",
-                )
-                .hint("it counts checks in a row"),
-            );
-        }
-    }
-    HealthConfig {
-        interval: h.interval.max(MIN_HEALTH_INTERVAL),
-        timeout: h.timeout.max(MIN_HEALTH_INTERVAL),
-        service: h.service.clone(),
-        unhealthy_threshold: (*h.unhealthy_threshold.get_ref()).max(1),
-        healthy_threshold: (*h.healthy_threshold.get_ref()).max(1),
-    }
-}
-
-fn outlier_config(o: &OutlierSection, errors: &mut Vec<ConfigError>) -> OutlierConfig {
-    if *o.max_ejection_percent.get_ref() > 100 {
-        errors.push(
-            ConfigError::at(
-                o.max_ejection_percent.span(),
-                "max_ejection_percent is a percentage: 0 to 100",
-            )
-            .hint("the default, 50, never ejects more than half of the endpoints"),
-        );
-    }
-    OutlierConfig {
-        consecutive_transport_failures: o.consecutive_transport_failures,
-        consecutive_unavailable: o.consecutive_unavailable,
-        base_ejection_time: o.base_ejection_time,
-        max_ejection_time: o.max_ejection_time.max(o.base_ejection_time),
-        max_ejection_percent: (*o.max_ejection_percent.get_ref()).min(100),
-    }
-}
-
-fn retry_settings(s: &UpstreamSection, errors: &mut Vec<ConfigError>) -> RetrySettings {
-    let budget = &s.retry_budget;
-    let percent = *budget.percent.get_ref();
-    if !(0.0..=1000.0).contains(&percent) {
-        errors.push(
-            ConfigError::at(
-                budget.percent.span(),
-                "retry_budget percent must be 0 to 1000",
-            )
-            .hint("20 lets retries add at most a fifth to the calls"),
-        );
-    }
-    let window = *budget.window.get_ref();
-    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&window) {
-        errors.push(
-            ConfigError::at(
-                budget.window.span(),
-                "retry_budget window must be 1s to 60s",
-            )
-            .hint("the default is \"10s\""),
-        );
-    }
-    RetrySettings {
-        budget_percent: percent,
-        budget_min_per_second: budget.min_per_second,
-        budget_window: window,
-        backoff: s.retry_backoff,
-        backoff_max: s.retry_backoff_max.max(s.retry_backoff),
-        min_remaining: s.retry_min_remaining,
-    }
 }
 
 /// An upstream is reached over TLS when its `tls` table is present or its
