@@ -16,6 +16,29 @@ use serde_json::json;
 use support::*;
 use tokio::net::TcpListener;
 
+/// What each call said in `grpc-previous-rpc-attempts` ("-": nothing).
+fn previous_attempts(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| {
+            c.headers
+                .get("grpc-previous-rpc-attempts")
+                .map_or("-".to_string(), |v| v.to_str().expect("ascii").to_string())
+        })
+        .collect()
+}
+
+/// The status of one GET of `/v1/echo`.
+async fn get_echo(gateway: &TestGateway, value: &str) -> u16 {
+    client()
+        .get(format!("{}/v1/echo?string_value={value}", gateway.base))
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
 fn unavailable() -> Reply {
     Reply::Status {
         code: 14,
@@ -30,12 +53,11 @@ async fn an_idempotent_get_that_meets_unavailable_is_retried_on_another_endpoint
     let healthy = spawn_scripted(pool(), Reply::Echo).await;
     let gateway = spawn_gateway(&everything_toml_on(&[failing.addr, healthy.addr], "", "")).await;
     for i in 0..20 {
-        let answer = client()
-            .get(format!("{}/v1/echo?string_value=n{i}", gateway.base))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(answer.status(), 200, "request {i}");
+        assert_eq!(
+            get_echo(&gateway, &format!("n{i}")).await,
+            200,
+            "request {i}"
+        );
     }
     assert!(
         failing.call_count() > 0,
@@ -97,28 +119,14 @@ async fn a_route_that_lists_unavailable_retries_its_posts_up_to_its_attempts() {
         .await
         .expect("send");
     assert_eq!(answer.status(), 503);
-    let attempts: Vec<String> = failing
-        .calls()
-        .iter()
-        .map(|c| {
-            c.headers
-                .get("grpc-previous-rpc-attempts")
-                .map_or("-".to_string(), |v| v.to_str().expect("ascii").to_string())
-        })
-        .collect();
-    assert_eq!(attempts, ["-", "1", "2", "3"]);
+    assert_eq!(previous_attempts(&failing.calls()), ["-", "1", "2", "3"]);
 }
 
 #[tokio::test]
 async fn attempts_one_turns_retries_off_even_for_gets() {
     let failing = spawn_scripted(pool(), unavailable()).await;
     let gateway = spawn_gateway(&everything_toml(failing.addr, "retry = { attempts = 1 }")).await;
-    let answer = client()
-        .get(format!("{}/v1/echo?string_value=x", gateway.base))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(answer.status(), 503);
+    assert_eq!(get_echo(&gateway, "x").await, 503);
     assert_eq!(failing.call_count(), 1);
 }
 
@@ -133,12 +141,7 @@ async fn every_attempt_carries_the_remaining_budget_not_a_fresh_one() {
     )
     .await;
     let gateway = spawn_gateway(&everything_toml(failing.addr, "timeout = \"2s\"")).await;
-    let answer = client()
-        .get(format!("{}/v1/echo?string_value=x", gateway.base))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(answer.status(), 503);
+    assert_eq!(get_echo(&gateway, "x").await, 503);
     let budgets: Vec<u64> = failing
         .calls()
         .iter()

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use protogate::upstream::endpoint::Endpoint;
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -108,14 +109,31 @@ fn gateway_toml(instances: &[&Instance]) -> String {
     )
 }
 
+/// Three Bookstores on ports of their own.
+async fn three_instances() -> Vec<Instance> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    vec![
+        Instance::start(any).await,
+        Instance::start(any).await,
+        Instance::start(any).await,
+    ]
+}
+
+/// The gateway's endpoint for `addr`.
+fn endpoint(gateway: &TestGateway, addr: SocketAddr) -> Arc<Endpoint> {
+    gateway.gateway.snapshot().upstreams[0]
+        .pool
+        .endpoints()
+        .iter()
+        .find(|e| e.authority().as_str() == addr.to_string())
+        .expect("endpoint")
+        .clone()
+}
+
 /// Waits until the gateway has every connection to `addr` up again.
 async fn reconnected(gateway: &TestGateway, addr: SocketAddr) {
     for _ in 0..1000 {
-        let endpoints = gateway.gateway.snapshot().upstreams[0].pool.endpoints();
-        let endpoint = endpoints
-            .iter()
-            .find(|e| e.authority().as_str() == addr.to_string())
-            .expect("endpoint");
+        let endpoint = endpoint(gateway, addr);
         if endpoint.connected() == endpoint.size() {
             return;
         }
@@ -205,12 +223,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_with_graceful_goaway_costs_no_client_request() {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut instances = vec![
-        Instance::start(any).await,
-        Instance::start(any).await,
-        Instance::start(any).await,
-    ];
+    let mut instances = three_instances().await;
     let gateway = spawn_gateway(&gateway_toml(&instances.iter().collect::<Vec<_>>())).await;
     let load = Load::start(&gateway, 64, true);
     load.progress(200).await;
@@ -241,27 +254,13 @@ async fn a_rolling_restart_with_graceful_goaway_costs_no_client_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_instance_costs_no_get_and_it_gets_calls_again_when_back() {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut instances = vec![
-        Instance::start(any).await,
-        Instance::start(any).await,
-        Instance::start(any).await,
-    ];
+    let mut instances = three_instances().await;
     let gateway = spawn_gateway(&gateway_toml(&instances.iter().collect::<Vec<_>>())).await;
     let load = Load::start(&gateway, 64, false);
     load.progress(300).await;
     let addr = instances.remove(0).kill().await;
     load.progress(300).await;
-    let endpoint_of = |gateway: &TestGateway| {
-        gateway.gateway.snapshot().upstreams[0]
-            .pool
-            .endpoints()
-            .iter()
-            .find(|e| e.authority().as_str() == addr.to_string())
-            .expect("endpoint")
-            .clone()
-    };
-    let dead = endpoint_of(&gateway);
+    let dead = endpoint(&gateway, addr);
     assert_eq!(dead.connected(), 0, "the dead instance has no connection");
     assert!(
         dead.outlier().is_ejected(),
