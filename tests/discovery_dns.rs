@@ -21,8 +21,8 @@ use protogate::upstream::Discovery;
 use protogate::upstream::discovery::Endpoints;
 use protogate::upstream::discovery::dns::DnsConfig;
 use support::{
-    Reply, Scripted, client, endpoint_calls, everything_toml, pool, spawn_gateway,
-    spawn_scripted_on,
+    Reply, Scripted, client, endpoint_calls, endpoint_texts, everything_toml, pool, spawn_gateway,
+    spawn_scripted_on, wait_for_endpoints,
 };
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -145,23 +145,9 @@ fn ips(texts: &[&str]) -> Vec<IpAddr> {
     texts.iter().map(|t| t.parse().expect("ip")).collect()
 }
 
-fn texts(set: &Option<Endpoints>) -> Vec<String> {
-    set.iter()
-        .flat_map(|s| s.iter())
-        .map(|a| a.to_string())
-        .collect()
-}
-
 /// Waits until the receiver holds `expected` (as authority texts).
 async fn wait_for(rx: &mut watch::Receiver<Option<Endpoints>>, expected: &[&str]) {
-    let reached = tokio::time::timeout(PATIENCE, rx.wait_for(|set| texts(set) == expected))
-        .await
-        .is_ok_and(|waited| waited.is_ok());
-    assert!(
-        reached,
-        "wanted {expected:?}, holding {:?}",
-        texts(&rx.borrow())
-    );
+    wait_for_endpoints(rx, expected, PATIENCE).await;
 }
 
 #[tokio::test]
@@ -238,9 +224,12 @@ async fn servfail_and_empty_answers_keep_the_last_set_until_a_good_answer() {
         assert!(
             !rx.has_changed().expect("discovery running"),
             "{bad:?} replaced the set with {:?}",
-            texts(&rx.borrow())
+            endpoint_texts(&rx.borrow())
         );
-        assert_eq!(texts(&rx.borrow()), ["127.0.0.2:50051", "127.0.0.3:50051"]);
+        assert_eq!(
+            endpoint_texts(&rx.borrow()),
+            ["127.0.0.2:50051", "127.0.0.3:50051"]
+        );
     }
 
     server.set(Answer::Records(ips(&["127.0.0.5"]), 0));

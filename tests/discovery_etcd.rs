@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use support::{
-    StreamsPerConnection, bookstore_toml, client, endpoint_calls, spawn_counting_bookstore,
-    spawn_gateway,
+    StreamsPerConnection, bookstore_toml, client, endpoint_calls, endpoint_texts,
+    spawn_counting_bookstore, spawn_gateway, wait_for_endpoints,
 };
 
 const PREFIX: &str = "/services/bookstore/";
@@ -248,32 +248,18 @@ fn spawn(dir: &Path, name: &str, client_port: u16, peer_port: u16) -> Child {
         .expect("spawn etcd")
 }
 
-fn texts(set: &Option<Endpoints>) -> Vec<String> {
-    set.iter()
-        .flat_map(|s| s.iter())
-        .map(|a| a.to_string())
-        .collect()
-}
-
-/// Waits until the receiver holds `expected`.
+/// Waits until the receiver holds `expected` (as authority texts).
 async fn wait_for(rx: &mut watch::Receiver<Option<Endpoints>>, expected: &[&str]) {
-    let reached = tokio::time::timeout(PATIENCE, rx.wait_for(|set| texts(set) == expected))
-        .await
-        .is_ok_and(|waited| waited.is_ok());
-    assert!(
-        reached,
-        "wanted {expected:?}, holding {:?}",
-        texts(&rx.borrow())
-    );
+    wait_for_endpoints(rx, expected, PATIENCE).await;
 }
 
 /// Every set the receiver is seen to hold, in order, from a task of its own.
 fn record(mut rx: watch::Receiver<Option<Endpoints>>) -> Arc<Mutex<Vec<Vec<String>>>> {
-    let seen = Arc::new(Mutex::new(vec![texts(&rx.borrow_and_update())]));
+    let seen = Arc::new(Mutex::new(vec![endpoint_texts(&rx.borrow_and_update())]));
     let log = seen.clone();
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
-            let set = texts(&rx.borrow_and_update());
+            let set = endpoint_texts(&rx.borrow_and_update());
             log.lock().expect("lock").push(set);
         }
     });
@@ -390,7 +376,7 @@ async fn answers_above_max_response_bytes_are_refused_and_the_last_set_kept_unti
     assert!(
         !rx.has_changed().expect("discovery running"),
         "{:?}",
-        texts(&rx.borrow())
+        endpoint_texts(&rx.borrow())
     );
 
     // Once the oversize value is gone, a re-read sees the change.

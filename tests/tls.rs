@@ -456,6 +456,15 @@ async fn get_over_tls(
 /// A gateway in `dir` serving `leaf` on its listener, in front of a
 /// cleartext Bookstore.
 async fn tls_gateway(dir: &Path, leaf: &Leaf) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
+    tls_gateway_with(dir, leaf, "").await
+}
+
+/// [`tls_gateway`] with more `[server]` lines.
+async fn tls_gateway_with(
+    dir: &Path,
+    leaf: &Leaf,
+    server_extra: &str,
+) -> (TestGateway, Arc<protogate::pipeline::Gateway>) {
     let (upstream, _) = spawn_bookstore().await;
     write(dir, "server.pem", &leaf.cert);
     write(dir, "server.key", &leaf.key);
@@ -463,7 +472,7 @@ async fn tls_gateway(dir: &Path, leaf: &Leaf) -> (TestGateway, Arc<protogate::pi
         dir,
         &format!("http://{upstream}"),
         "",
-        "tls = { cert = \"server.pem\", key = \"server.key\" }",
+        &format!("tls = {{ cert = \"server.pem\", key = \"server.key\" }}\n{server_extra}"),
     );
     spawn_gateway_from(&dir.join("routes.toml")).await
 }
@@ -538,17 +547,8 @@ async fn a_connection_that_never_completes_the_tls_handshake_is_closed_after_fir
 {
     let ca = Ca::new("gateway CA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (upstream, _) = spawn_bookstore().await;
     let leaf = ca.leaf(&[GATEWAY_NAME]);
-    write(dir.path(), "server.pem", &leaf.cert);
-    write(dir.path(), "server.key", &leaf.key);
-    write_routes(
-        dir.path(),
-        &format!("http://{upstream}"),
-        "",
-        "tls = { cert = \"server.pem\", key = \"server.key\" }\nfirst_request_timeout = \"5s\"",
-    );
-    let (gateway, _) = spawn_gateway_from(&dir.path().join("routes.toml")).await;
+    let (gateway, _) = tls_gateway_with(dir.path(), &leaf, "first_request_timeout = \"5s\"").await;
     // The first bytes of a TLS ClientHello record, and then nothing.
     let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
     stream
@@ -572,18 +572,14 @@ async fn a_connection_that_never_completes_the_tls_handshake_is_closed_after_fir
 async fn an_idle_tls_connection_is_closed_after_idle_timeout() {
     let ca = Ca::new("gateway CA");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (upstream, _) = spawn_bookstore().await;
     let leaf = ca.leaf(&[GATEWAY_NAME]);
-    write(dir.path(), "server.pem", &leaf.cert);
-    write(dir.path(), "server.key", &leaf.key);
-    write_routes(
+    // hyper's HTTP/1 head timer also runs between requests: set far off.
+    let (gateway, _) = tls_gateway_with(
         dir.path(),
-        &format!("http://{upstream}"),
-        "",
-        // hyper's HTTP/1 head timer also runs between requests: set far off.
-        "tls = { cert = \"server.pem\", key = \"server.key\" }\nidle_timeout = \"30s\"\nheader_read_timeout = \"600s\"",
-    );
-    let (gateway, _) = spawn_gateway_from(&dir.path().join("routes.toml")).await;
+        &leaf,
+        "idle_timeout = \"30s\"\nheader_read_timeout = \"600s\"",
+    )
+    .await;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("CA PEM"))

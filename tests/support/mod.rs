@@ -1288,3 +1288,28 @@ pub fn endpoint_calls(
         .map(|e| (e.authority().to_string(), e.calls()))
         .collect()
 }
+
+/// A discovery set as authority texts.
+pub fn endpoint_texts(set: &Option<protogate::upstream::discovery::Endpoints>) -> Vec<String> {
+    set.iter()
+        .flat_map(|s| s.iter())
+        .map(|a| a.to_string())
+        .collect()
+}
+
+/// Waits (at most `patience`) until a discovery receiver holds `expected`.
+pub async fn wait_for_endpoints(
+    rx: &mut tokio::sync::watch::Receiver<Option<protogate::upstream::discovery::Endpoints>>,
+    expected: &[&str],
+    patience: Duration,
+) {
+    let reached =
+        tokio::time::timeout(patience, rx.wait_for(|set| endpoint_texts(set) == expected))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+    assert!(
+        reached,
+        "wanted {expected:?}, holding {:?}",
+        endpoint_texts(&rx.borrow())
+    );
+}
