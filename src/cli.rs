@@ -17,7 +17,6 @@ use crate::{pipeline, server};
 
 pub mod demo;
 mod diff;
-mod watch;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -51,9 +50,6 @@ pub enum Command {
         /// Listen here instead of `[server] listen` (e.g. 0.0.0.0:8080 in a container).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Also reload when routes.toml, the protos or the files it names change on disk.
-        #[arg(long)]
-        watch: bool,
     },
     /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
     Check {
@@ -131,17 +127,13 @@ pub fn main() -> ExitCode {
                 scopes,
                 ttl,
             } => token(&config, &provider, &subject, &scopes, ttl),
-            Command::Serve {
-                config,
-                listen,
-                watch,
-            } => serve(&config, listen, false, watch).await,
+            Command::Serve { config, listen } => serve(&config, listen, false).await,
             Command::Demo {
                 config,
                 listen,
                 upstream_only: true,
             } => bookstore_only(&config, listen).await,
-            Command::Demo { config, listen, .. } => serve(&config, listen, true, false).await,
+            Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
         }
     })
 }
@@ -244,7 +236,7 @@ async fn check(path: &Path, baseline: Option<&diff::Baseline>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool, watch: bool) -> ExitCode {
+async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
     let Some(mut compiled) = load(path, true) else {
         return ExitCode::FAILURE;
     };
@@ -276,13 +268,6 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool, watch: 
         path.to_path_buf(),
         settings.listener.tls.clone(),
     );
-    let _watcher = match watch.then(|| start_watching(&gateway, path, &settings)) {
-        Some(Err(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-        watching => watching.and_then(Result::ok),
-    };
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {
@@ -437,21 +422,6 @@ fn print_demo_help(listen: SocketAddr) {
         eprintln!("  {line}");
     }
     eprintln!();
-}
-
-/// `--watch`: reloads when what routes.toml reads changes on disk.
-fn start_watching(
-    gateway: &Arc<Gateway>,
-    path: &Path,
-    settings: &snapshot::Settings,
-) -> Result<notify::RecommendedWatcher, String> {
-    let loaded = config::load(path).map_err(|_| format!("cannot read {}", path.display()))?;
-    watch::spawn(
-        gateway.clone(),
-        path.to_path_buf(),
-        settings.listener.tls.clone(),
-        &loaded,
-    )
 }
 
 /// Reloads routes.toml on SIGHUP (see [`reload`]).
