@@ -23,8 +23,6 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(ready))
         .route("/cache/purge", post(purge))
         .route("/upstreams", get(upstreams))
-        .route("/routes", get(routes))
-        .route("/config", get(config))
         .with_state(gateway)
 }
 
@@ -51,16 +49,6 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
         Json(json!({"ready": ready, "upstreams": upstreams})),
     )
         .into_response()
-}
-
-/// The compiled route table: one entry per binding.
-async fn routes(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
-    Json(crate::inspect::routes(&gateway.snapshot().plans))
-}
-
-/// The effective configuration, without secrets.
-async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
-    Json(crate::inspect::config(&gateway.snapshot()))
 }
 
 /// Every upstream's endpoints and what the pool knows of them: for

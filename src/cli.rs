@@ -16,7 +16,6 @@ use crate::snapshot::{self, Compiled};
 use crate::{pipeline, server};
 
 pub mod demo;
-mod diff;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -56,13 +55,6 @@ pub enum Command {
         /// Path of routes.toml.
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
-        /// Also print what a reload from this older routes.toml would change.
-        #[arg(long, value_name = "OLD_ROUTES_TOML", conflicts_with = "against")]
-        diff: Option<PathBuf>,
-        /// Also print what reloading the gateway whose admin listener is at
-        /// this URL (e.g. http://127.0.0.1:9901) would change.
-        #[arg(long, value_name = "ADMIN_URL")]
-        against: Option<String>,
     },
     /// Mint a short-lived token for an HMAC provider of routes.toml (for trying
     /// authenticated routes, e.g. the demo's write methods).
@@ -110,16 +102,7 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Check {
-                config,
-                diff,
-                against,
-            } => {
-                let baseline = diff
-                    .map(diff::Baseline::File)
-                    .or(against.map(diff::Baseline::Running));
-                check(&config, baseline.as_ref()).await
-            }
+            Command::Check { config } => check(&config),
             Command::Token {
                 config,
                 provider,
@@ -183,7 +166,7 @@ pub fn load(path: &Path, fetch_keys: bool) -> Option<Compiled> {
     }
 }
 
-async fn check(path: &Path, baseline: Option<&diff::Baseline>) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     let Some(compiled) = load(path, false) else {
         return ExitCode::FAILURE;
     };
@@ -227,12 +210,6 @@ async fn check(path: &Path, baseline: Option<&diff::Baseline>) -> ExitCode {
         println!("{}", line.join("  ").trim_end());
     }
     println!("{} route(s) OK", summaries.len());
-    if let Some(baseline) = baseline
-        && let Err(e) = diff::print(&compiled, baseline).await
-    {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
     ExitCode::SUCCESS
 }
 

@@ -32,7 +32,6 @@ pub mod descriptors;
 pub mod edge;
 pub mod error;
 pub mod headers;
-pub mod inspect;
 pub mod limits;
 pub mod metadata;
 pub mod pipeline;

@@ -72,16 +72,9 @@ const RULES: &[(&str, &[&str])] = &[
             "headers",
         ],
     ),
-    ("inspect", &["plan", "snapshot", "upstream"]),
     (
         "admin",
-        &[
-            "pipeline",
-            "snapshot",
-            "inspect",
-            "response_cache",
-            "headers",
-        ],
+        &["pipeline", "snapshot", "response_cache", "headers"],
     ),
 ];
 

@@ -12,7 +12,7 @@ use crate::config::ConfigError;
 use crate::config::diagnostic::suggest;
 use crate::config::upstream::RetrySection;
 use crate::upstream::RetryPolicy;
-use crate::upstream::retry::{CODES, CodeSet, code_named};
+use crate::upstream::retry::CodeSet;
 
 /// Most attempts a route may ask for: more only multiplies load.
 const MAX_ATTEMPTS: u32 = 10;
@@ -96,4 +96,32 @@ fn is_idempotent(method: &MethodDescriptor) -> bool {
     options
         .get_field_by_name("idempotency_level")
         .is_some_and(|level| matches!(level.as_ref(), Value::EnumNumber(1 | 2)))
+}
+
+/// The codes a route may list, by their snake_case names.
+const CODES: [(&str, tonic::Code); 16] = [
+    ("cancelled", tonic::Code::Cancelled),
+    ("unknown", tonic::Code::Unknown),
+    ("invalid_argument", tonic::Code::InvalidArgument),
+    ("deadline_exceeded", tonic::Code::DeadlineExceeded),
+    ("not_found", tonic::Code::NotFound),
+    ("already_exists", tonic::Code::AlreadyExists),
+    ("permission_denied", tonic::Code::PermissionDenied),
+    ("resource_exhausted", tonic::Code::ResourceExhausted),
+    ("failed_precondition", tonic::Code::FailedPrecondition),
+    ("aborted", tonic::Code::Aborted),
+    ("out_of_range", tonic::Code::OutOfRange),
+    ("unimplemented", tonic::Code::Unimplemented),
+    ("internal", tonic::Code::Internal),
+    ("unavailable", tonic::Code::Unavailable),
+    ("data_loss", tonic::Code::DataLoss),
+    ("unauthenticated", tonic::Code::Unauthenticated),
+];
+
+/// The code for a snake_case name such as `unavailable`.
+fn code_named(name: &str) -> Option<tonic::Code> {
+    CODES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, code)| *code)
 }

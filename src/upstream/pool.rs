@@ -149,11 +149,6 @@ impl Pool {
             ?outcome, ejected_for = ?period, "endpoint ejected after consecutive failures");
     }
 
-    /// The settings the pool was started with.
-    pub fn config(&self) -> &PoolConfig {
-        &self.shared.config
-    }
-
     /// The URI scheme of requests on this pool.
     pub fn scheme(&self) -> &Scheme {
         &self.shared.scheme

@@ -74,15 +74,6 @@ impl CodeSet {
         CodeSet(self.0 | 1 << (code as u32))
     }
 
-    /// The codes in the set, by the names routes.toml uses.
-    pub fn names(self) -> Vec<&'static str> {
-        CODES
-            .iter()
-            .filter(|(_, code)| self.contains(*code))
-            .map(|(name, _)| *name)
-            .collect()
-    }
-
     /// Whether `code` is in the set.
     pub fn contains(self, code: tonic::Code) -> bool {
         self.0 & (1 << (code as u32)) != 0
@@ -120,34 +111,6 @@ impl std::fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RetryBudget")
     }
-}
-
-/// The codes a route may list, by their snake_case names.
-pub const CODES: [(&str, tonic::Code); 16] = [
-    ("cancelled", tonic::Code::Cancelled),
-    ("unknown", tonic::Code::Unknown),
-    ("invalid_argument", tonic::Code::InvalidArgument),
-    ("deadline_exceeded", tonic::Code::DeadlineExceeded),
-    ("not_found", tonic::Code::NotFound),
-    ("already_exists", tonic::Code::AlreadyExists),
-    ("permission_denied", tonic::Code::PermissionDenied),
-    ("resource_exhausted", tonic::Code::ResourceExhausted),
-    ("failed_precondition", tonic::Code::FailedPrecondition),
-    ("aborted", tonic::Code::Aborted),
-    ("out_of_range", tonic::Code::OutOfRange),
-    ("unimplemented", tonic::Code::Unimplemented),
-    ("internal", tonic::Code::Internal),
-    ("unavailable", tonic::Code::Unavailable),
-    ("data_loss", tonic::Code::DataLoss),
-    ("unauthenticated", tonic::Code::Unauthenticated),
-];
-
-/// The code for a snake_case name such as `unavailable`.
-pub fn code_named(name: &str) -> Option<tonic::Code> {
-    CODES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, code)| *code)
 }
 
 #[cfg(test)]
