@@ -214,16 +214,18 @@ fn check(path: &Path) -> ExitCode {
 }
 
 async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
-    let Some(mut compiled) = load(path, true) else {
+    let Some(compiled) = load(path, true) else {
         return ExitCode::FAILURE;
     };
-    if let Some(listen) = listen {
-        compiled.settings.listener.listen = listen;
-    }
     if with_demo && let Err(code) = start_bookstore(&compiled, path).await {
         return code;
     }
-    let settings = compiled.settings.clone();
+    // The snapshot keeps routes.toml's `listen`, so that a reload compares
+    // like with like; --listen only changes where this process binds.
+    let mut settings = compiled.settings.clone();
+    if let Some(listen) = listen {
+        settings.listener.listen = listen;
+    }
     let listen = settings.listener.listen;
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -418,14 +420,21 @@ fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf, listener_tls: Option<Arc
 
 /// Reloads routes.toml into `gateway`, and the listener's certificate into
 /// `listener_tls` (the one the listener was started with): new handshakes
-/// get the re-read certificate, open connections go on. A config that does
-/// not compile (an unreadable certificate among its mistakes) is logged and
-/// the old snapshot and certificate keep serving. Returns whether it took.
+/// get the re-read certificate, open connections go on. The new config
+/// compiles beside the old one and only then is swapped in: upstreams whose
+/// settings did not change keep their live connections, the response cache
+/// keeps the answers of routes that did not change, JWKS key sets carry
+/// over by URL, and CORS, compression and request limits take effect at
+/// once. Listener settings take a restart and are logged as such. A config
+/// that does not compile (an unreadable certificate among its mistakes) is
+/// logged and the old snapshot and certificate keep serving. Returns
+/// whether it took.
 pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &Path) -> bool {
     let Some(compiled) = load(path, true) else {
         tracing::error!("reload failed; still serving the previous configuration");
         return false;
     };
+    let previous = gateway.snapshot();
     match (listener_tls, &compiled.settings.listener.tls) {
         (Some(live), Some(reread)) => live.adopt(reread),
         (None, None) => {}
@@ -433,13 +442,97 @@ pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &
             tracing::warn!("[server] tls was added or removed; that takes a restart");
         }
     }
+    let needs_restart = restart_only_changes(&previous.settings, &compiled.settings);
+    if !needs_restart.is_empty() {
+        tracing::warn!(
+            settings = needs_restart.join(", "),
+            "these settings changed but take a restart; the listener keeps its current ones"
+        );
+    }
     let routes = compiled.routes.len();
-    gateway.replace(compiled.start().await);
+    let next = compiled.start_after(&previous).await;
+    let kept = (next.upstreams.iter())
+        .filter(|u| previous.upstreams.iter().any(|p| Arc::ptr_eq(p, u)))
+        .count();
+    let redialled = next.upstreams.len() - kept;
+    gateway.replace(next);
+    let purged = gateway.snapshot().purge_changed_routes(&previous);
     tracing::info!(
         routes,
-        "reloaded routes.toml (listener settings other than the TLS certificate need a restart)"
+        upstreams_kept = kept,
+        upstreams_redialled = redialled,
+        cached_paths_purged = purged,
+        "reloaded routes.toml"
     );
     true
+}
+
+/// The settings a reload cannot apply, by their routes.toml names: the
+/// listener is bound and its connections are configured once.
+fn restart_only_changes(live: &snapshot::Settings, next: &snapshot::Settings) -> Vec<&'static str> {
+    let (a, b) = (&live.listener, &next.listener);
+    let listener = [
+        ("[server] listen", a.listen != b.listen),
+        (
+            "[server] header_read_timeout",
+            a.header_read_timeout != b.header_read_timeout,
+        ),
+        (
+            "[server] shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
+        (
+            "[server] http2_max_concurrent_streams",
+            a.http2_max_concurrent_streams != b.http2_max_concurrent_streams,
+        ),
+        (
+            "[server] first_request_timeout",
+            a.first_request_timeout != b.first_request_timeout,
+        ),
+        ("[server] idle_timeout", a.idle_timeout != b.idle_timeout),
+        ("[server] send_timeout", a.send_timeout != b.send_timeout),
+        (
+            "[server] max_buffered_response_bytes",
+            a.max_buffered_response_bytes != b.max_buffered_response_bytes,
+        ),
+        (
+            "[server] max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "[server] http2_max_pending_accept_reset_streams",
+            a.http2_max_pending_accept_reset_streams != b.http2_max_pending_accept_reset_streams,
+        ),
+        (
+            "[server] http2_max_local_error_reset_streams",
+            a.http2_max_local_error_reset_streams != b.http2_max_local_error_reset_streams,
+        ),
+        ("[admin] listen", live.admin != next.admin),
+    ];
+    // Heads are parsed within the start-up limits; the configured ones are
+    // checked per request, so only a raise needs the parser's bound raised.
+    let (a, b) = (&live.limits, &next.limits);
+    let parser = [
+        (
+            "[limits] max_headers (raised)",
+            b.max_headers > a.max_headers,
+        ),
+        (
+            "[limits] max_header_bytes (raised)",
+            b.max_header_bytes > a.max_header_bytes,
+        ),
+        (
+            "[limits] max_path_bytes (raised)",
+            b.max_path_bytes > a.max_path_bytes,
+        ),
+        (
+            "[limits] max_query_bytes (raised)",
+            b.max_query_bytes > a.max_query_bytes,
+        ),
+    ];
+    (listener.into_iter().chain(parser))
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
 }
 
 async fn shutdown_signal() {
