@@ -38,7 +38,10 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
             )
         })
         .collect();
-    let ready = snapshot.upstreams.iter().all(|u| u.pool.connected() > 0);
+    // A draining gateway is not ready, so load balancers stop sending to
+    // it while it still serves what they send meanwhile.
+    let draining = gateway.is_draining();
+    let ready = !draining && snapshot.upstreams.iter().all(|u| u.pool.connected() > 0);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -46,7 +49,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     };
     (
         status,
-        Json(json!({"ready": ready, "upstreams": upstreams})),
+        Json(json!({"ready": ready, "draining": draining, "upstreams": upstreams})),
     )
         .into_response()
 }

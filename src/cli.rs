@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
             Command::Check { config } => check(&config),
             Command::Token {
@@ -118,8 +118,15 @@ pub fn main() -> ExitCode {
             } => bookstore_only(&config, listen).await,
             Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
         }
-    })
+    });
+    // Connections past the grace period and background tasks are dropped
+    // here; a blocking task (a DNS lookup) may hold the exit only this long.
+    runtime.shutdown_timeout(EXIT_TIMEOUT);
+    code
 }
+
+/// The most the exit waits for blocking tasks once serving has ended.
+const EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -250,7 +257,9 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {
-                tracing::info!(listen = %admin, "admin listener up");
+                // The bound address, so `127.0.0.1:0` says which port it got.
+                let bound = listener.local_addr().unwrap_or(admin);
+                tracing::info!(listen = %bound, "admin listener up");
                 let router = crate::admin::router(gateway.clone());
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, router).await {
@@ -264,13 +273,13 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
             }
         }
     }
-    let router = pipeline::router(gateway);
+    let router = pipeline::router(gateway.clone());
     let serving = server::serve(
         listener,
         router,
         &settings.listener,
         &settings.limits,
-        shutdown_signal(),
+        drain_on_signal(gateway),
     );
     match serving.await {
         Ok(()) => ExitCode::SUCCESS,
@@ -533,6 +542,21 @@ fn restart_only_changes(live: &snapshot::Settings, next: &snapshot::Settings) ->
     (listener.into_iter().chain(parser))
         .filter_map(|(name, changed)| changed.then_some(name))
         .collect()
+}
+
+/// Resolves when the listener should stop accepting: a shutdown signal
+/// makes readiness fail at once, then the listener goes on accepting for
+/// `[server] drain_delay` (of the config live at the signal), so load
+/// balancers see the gateway leave before its connections are refused.
+async fn drain_on_signal(gateway: Arc<Gateway>) {
+    shutdown_signal().await;
+    gateway.start_draining();
+    let delay = gateway.snapshot().settings.listener.drain_delay;
+    tracing::info!(
+        ?delay,
+        "shutdown signal: readiness now fails; still accepting for the drain delay"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 async fn shutdown_signal() {

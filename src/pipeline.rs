@@ -4,6 +4,7 @@
 //! stage gets only its own piece of the binding's [`MethodPlan`] and returns
 //! its own error; [`crate::error`] alone turns a failure into an HTTP answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -38,6 +39,8 @@ use answer::{allow, respond, server_timing};
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
+    /// Set by a shutdown signal: readiness answers 503 from then on.
+    draining: AtomicBool,
 }
 
 // === impl Gateway ===
@@ -47,7 +50,19 @@ impl Gateway {
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the gateway as shutting down: readiness fails from now on,
+    /// while requests are still served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The snapshot requests are served from now.
