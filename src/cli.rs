@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::config;
 use crate::pipeline::Gateway;
 use crate::server::tls::ServerTls;
+use crate::snapshot::diff::ConfigDiff;
 use crate::snapshot::{self, Compiled};
 use crate::{pipeline, server};
 
@@ -55,6 +56,10 @@ pub enum Command {
         /// Path of routes.toml.
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+        /// Instead of the table, print what reloading from this (older)
+        /// routes.toml to --config would change.
+        #[arg(long, value_name = "OLD")]
+        diff: Option<PathBuf>,
     },
     /// Mint a short-lived token for an HMAC provider of routes.toml (for trying
     /// authenticated routes, e.g. the demo's write methods).
@@ -102,7 +107,11 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Check { config } => check(&config),
+            Command::Check {
+                config,
+                diff: Some(old),
+            } => check_diff(&old, &config),
+            Command::Check { config, diff: None } => check(&config),
             Command::Token {
                 config,
                 provider,
@@ -147,30 +156,26 @@ fn init_logging(format: LogFormat) {
 /// Loads and compiles routes.toml, printing every diagnostic on failure.
 /// With `fetch_keys`, JWKS URLs start fetching (serving); without, they are only checked.
 pub fn load(path: &Path, fetch_keys: bool) -> Option<Compiled> {
-    let loaded = match config::load(path) {
-        Ok(loaded) => loaded,
-        Err((source, errors)) => {
-            eprint!("{}", source.render(&errors));
-            return None;
-        }
-    };
+    compile_file(path, fetch_keys)
+        .map_err(|diagnostics| eprint!("{diagnostics}"))
+        .ok()
+}
+
+/// Loads and compiles routes.toml (logging its warnings), or renders every
+/// diagnostic with its place.
+fn compile_file(path: &Path, fetch_keys: bool) -> Result<Compiled, String> {
+    let loaded =
+        config::load(path).map_err(|(source, errors)| source.render(&errors).to_string())?;
     let compiled = if fetch_keys {
         snapshot::compile_for_serving(&loaded)
     } else {
         snapshot::compile(&loaded)
     };
-    match compiled {
-        Ok(compiled) => {
-            for warning in &compiled.warnings {
-                tracing::warn!("{warning}");
-            }
-            Some(compiled)
-        }
-        Err(errors) => {
-            eprint!("{}", loaded.source.render(&errors));
-            None
-        }
+    let compiled = compiled.map_err(|errors| loaded.source.render(&errors).to_string())?;
+    for warning in &compiled.warnings {
+        tracing::warn!("{warning}");
     }
+    Ok(compiled)
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -220,6 +225,20 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Prints what a reload from `old` to `new` would change, one line each.
+fn check_diff(old: &Path, new: &Path) -> ExitCode {
+    let (Some(old), Some(new)) = (load(old, false), load(new, false)) else {
+        return ExitCode::FAILURE;
+    };
+    let diff = ConfigDiff::between(&old.side(), &new.side());
+    let lines = diff.lines();
+    for line in &lines {
+        println!("{line}");
+    }
+    println!("{} change(s)", lines.len());
+    ExitCode::SUCCESS
+}
+
 async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
     let Some(compiled) = load(path, true) else {
         return ExitCode::FAILURE;
@@ -260,7 +279,12 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
                 // The bound address, so `127.0.0.1:0` says which port it got.
                 let bound = listener.local_addr().unwrap_or(admin);
                 tracing::info!(listen = %bound, "admin listener up");
-                let router = crate::admin::router(gateway.clone());
+                let reloader = reloader(
+                    gateway.clone(),
+                    path.to_path_buf(),
+                    settings.listener.tls.clone(),
+                );
+                let router = crate::admin::router_with_reload(gateway.clone(), reloader);
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, router).await {
                         tracing::error!(error = %e, "admin listener stopped");
@@ -439,22 +463,49 @@ fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf, listener_tls: Option<Arc
 /// logged and the old snapshot and certificate keep serving. Returns
 /// whether it took.
 pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &Path) -> bool {
-    let Some(compiled) = load(path, true) else {
-        tracing::error!("reload failed; still serving the previous configuration");
-        return false;
-    };
-    let previous = gateway.snapshot();
-    match (listener_tls, &compiled.settings.listener.tls) {
-        (Some(live), Some(reread)) => live.adopt(reread),
-        (None, None) => {}
-        (Some(_), None) | (None, Some(_)) => {
-            tracing::warn!("[server] tls was added or removed; that takes a restart");
+    match reload_with_report(gateway, listener_tls, path).await {
+        Ok(_) => true,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            false
         }
     }
-    let needs_restart = restart_only_changes(&previous.settings, &compiled.settings);
-    if !needs_restart.is_empty() {
+}
+
+/// The admin listener's `POST /reload`: [`reload_with_report`] of `path`.
+fn reloader(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    listener_tls: Option<Arc<ServerTls>>,
+) -> crate::admin::Reloader {
+    Arc::new(move || {
+        let (gateway, path, listener_tls) = (gateway.clone(), path.clone(), listener_tls.clone());
+        Box::pin(async move { reload_with_report(&gateway, listener_tls.as_deref(), &path).await })
+    })
+}
+
+/// One reload at a time, whatever asked for it (SIGHUP, admin, a file change).
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// [`reload`], answering what changed, or the rendered diagnostics of a
+/// config that does not compile.
+pub async fn reload_with_report(
+    gateway: &Gateway,
+    listener_tls: Option<&ServerTls>,
+    path: &Path,
+) -> Result<ConfigDiff, String> {
+    let _one_at_a_time = RELOADING.lock().await;
+    let compiled = compile_file(path, true).inspect_err(|_| {
+        tracing::error!("reload failed; still serving the previous configuration");
+    })?;
+    let previous = gateway.snapshot();
+    if let (Some(live), Some(reread)) = (listener_tls, &compiled.settings.listener.tls) {
+        live.adopt(reread);
+    }
+    let diff = ConfigDiff::between(&previous.side(), &compiled.side());
+    if !diff.restart_needed.is_empty() {
         tracing::warn!(
-            settings = needs_restart.join(", "),
+            settings = diff.restart_needed.join(", "),
             "these settings changed but take a restart; the listener keeps its current ones"
         );
     }
@@ -471,77 +522,10 @@ pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &
         upstreams_kept = kept,
         upstreams_redialled = redialled,
         cached_paths_purged = purged,
+        changes = diff.lines().join("; "),
         "reloaded routes.toml"
     );
-    true
-}
-
-/// The settings a reload cannot apply, by their routes.toml names: the
-/// listener is bound and its connections are configured once.
-fn restart_only_changes(live: &snapshot::Settings, next: &snapshot::Settings) -> Vec<&'static str> {
-    let (a, b) = (&live.listener, &next.listener);
-    let listener = [
-        ("[server] listen", a.listen != b.listen),
-        (
-            "[server] header_read_timeout",
-            a.header_read_timeout != b.header_read_timeout,
-        ),
-        (
-            "[server] shutdown_grace",
-            a.shutdown_grace != b.shutdown_grace,
-        ),
-        (
-            "[server] http2_max_concurrent_streams",
-            a.http2_max_concurrent_streams != b.http2_max_concurrent_streams,
-        ),
-        (
-            "[server] first_request_timeout",
-            a.first_request_timeout != b.first_request_timeout,
-        ),
-        ("[server] idle_timeout", a.idle_timeout != b.idle_timeout),
-        ("[server] send_timeout", a.send_timeout != b.send_timeout),
-        (
-            "[server] max_buffered_response_bytes",
-            a.max_buffered_response_bytes != b.max_buffered_response_bytes,
-        ),
-        (
-            "[server] max_connections",
-            a.max_connections != b.max_connections,
-        ),
-        (
-            "[server] http2_max_pending_accept_reset_streams",
-            a.http2_max_pending_accept_reset_streams != b.http2_max_pending_accept_reset_streams,
-        ),
-        (
-            "[server] http2_max_local_error_reset_streams",
-            a.http2_max_local_error_reset_streams != b.http2_max_local_error_reset_streams,
-        ),
-        ("[admin] listen", live.admin != next.admin),
-    ];
-    // Heads are parsed within the start-up limits; the configured ones are
-    // checked per request, so only a raise needs the parser's bound raised.
-    let (a, b) = (&live.limits, &next.limits);
-    let parser = [
-        (
-            "[limits] max_headers (raised)",
-            b.max_headers > a.max_headers,
-        ),
-        (
-            "[limits] max_header_bytes (raised)",
-            b.max_header_bytes > a.max_header_bytes,
-        ),
-        (
-            "[limits] max_path_bytes (raised)",
-            b.max_path_bytes > a.max_path_bytes,
-        ),
-        (
-            "[limits] max_query_bytes (raised)",
-            b.max_query_bytes > a.max_query_bytes,
-        ),
-    ];
-    (listener.into_iter().chain(parser))
-        .filter_map(|(name, changed)| changed.then_some(name))
-        .collect()
+    Ok(diff)
 }
 
 /// Resolves when the listener should stop accepting: a shutdown signal

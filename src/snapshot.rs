@@ -7,6 +7,7 @@
 //! `protogate check` reports them all at once, in file order.
 
 mod bindings;
+pub mod diff;
 mod protos;
 mod retry;
 mod routes;
@@ -100,6 +101,15 @@ impl Compiled {
         self.start_with(Some(previous)).await
     }
 
+    /// This config as one side of a [`diff::ConfigDiff`].
+    pub fn side(&self) -> diff::Side<'_> {
+        diff::Side {
+            plans: &self.plans,
+            upstreams: self.upstreams.iter().collect(),
+            settings: &self.settings,
+        }
+    }
+
     async fn start_with(self, previous: Option<&Snapshot>) -> Snapshot {
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for config in self.upstreams {
@@ -131,9 +141,11 @@ impl Snapshot {
     /// Drops the cached answers of every path whose route is not the same
     /// in `self` as in `previous`: a path served by a changed plan (its
     /// transcoding, cache policy, auth, timeout or gRPC method), by an
-    /// upstream that was replaced, or by no route any more. Returns how many
-    /// paths were purged. Runs after the swap, so that no request still on
-    /// `previous` stores an answer after the purge has looked.
+    /// upstream that was replaced, or by no route any more; everything when
+    /// the descriptors changed (a nested message type can change an answer's
+    /// shape). Returns how many paths were purged. Runs after the swap, so
+    /// that no request still on `previous` stores an answer after the purge
+    /// has looked.
     pub fn purge_changed_routes(&self, previous: &Snapshot) -> usize {
         let Some(cache) = &self.response_cache else {
             return 0;
@@ -144,6 +156,11 @@ impl Snapshot {
             .is_some_and(|old| Arc::ptr_eq(old, cache))
         {
             return 0;
+        }
+        if previous.pool.encode_to_vec() != self.pool.encode_to_vec() {
+            let purged = cache.paths().len();
+            cache.purge_all();
+            return purged;
         }
         let (old, new) = (previous.plan_fingerprints(), self.plan_fingerprints());
         let mut purged = 0;
@@ -167,25 +184,19 @@ impl Snapshot {
         Some((fingerprints.get(found.binding.index())?.as_str(), upstream))
     }
 
-    /// Every plan rendered in full (method, template, auth, transcoding with
-    /// its descriptors, cache policy, target): two plans that render alike
-    /// answer alike. The upstream index is left to [`Self::route_of`].
+    /// Every plan's [`diff::fingerprint`]; the upstream's identity is left
+    /// to [`Self::route_of`].
     fn plan_fingerprints(&self) -> Vec<String> {
-        (self.plans.iter())
-            .map(|plan| {
-                format!(
-                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-                    plan.http_method,
-                    plan.template,
-                    plan.auth,
-                    plan.transcode,
-                    plan.cache,
-                    plan.upstream.grpc_path,
-                    plan.upstream.timeout,
-                    plan.upstream.retry,
-                )
-            })
-            .collect()
+        self.plans.iter().map(diff::fingerprint).collect()
+    }
+
+    /// This snapshot as one side of a [`diff::ConfigDiff`].
+    pub fn side(&self) -> diff::Side<'_> {
+        diff::Side {
+            plans: &self.plans,
+            upstreams: self.upstreams.iter().map(|u| u.config()).collect(),
+            settings: &self.settings,
+        }
     }
 }
 

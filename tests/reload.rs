@@ -174,3 +174,203 @@ async fn reloads_under_load_fail_no_request_and_keep_what_did_not_change() {
         "{sent} requests"
     );
 }
+
+/// The admin router of a gateway started from `path`, with `POST /reload`
+/// running the reload SIGHUP runs.
+async fn spawn_admin(
+    handle: std::sync::Arc<protogate::pipeline::Gateway>,
+    path: &Path,
+) -> std::net::SocketAddr {
+    let path = path.to_path_buf();
+    let gateway = handle.clone();
+    let reloader: protogate::admin::Reloader = std::sync::Arc::new(move || {
+        let (gateway, path) = (gateway.clone(), path.clone());
+        Box::pin(async move { protogate::cli::reload_with_report(&gateway, None, &path).await })
+    });
+    let router = protogate::admin::router_with_reload(handle, reloader);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind admin");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+async fn admin_json(admin: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let response = client()
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn admin_routes_lists_the_compiled_table() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    write_routes(&path, &routes(upstream, 2, &origin(0)));
+    let (_gateway, handle) = spawn_gateway_from(&path).await;
+    let admin = spawn_admin(handle, &path).await;
+
+    let listed = admin_json(admin, "/routes").await;
+    let routes = listed["routes"].as_array().expect("routes");
+    let find = |method: &str, template: &str| {
+        routes
+            .iter()
+            .find(|r| r["method"] == method && r["template"] == template)
+            .unwrap_or_else(|| panic!("no {method} {template} in {listed:#}"))
+    };
+    let get_shelf = find("GET", "/v1/shelves/{shelf}");
+    assert_eq!(get_shelf["grpc_method"], "bookstore.v1.Bookstore.GetShelf");
+    assert_eq!(get_shelf["upstream"], "bookstore");
+    assert_eq!(get_shelf["cache"]["gateway"], true);
+    assert_eq!(get_shelf["cache"]["fresh_for_ms"], 3_600_000);
+    let create = find("POST", "/v1/shelves");
+    assert_eq!(create["body"], "shelf");
+    assert_eq!(create["cache"]["gateway"], false);
+    let count = binding_count(&path);
+    assert_eq!(routes.len(), count);
+}
+
+/// How many bindings `check` reports for the routes.toml at `path`.
+fn binding_count(path: &Path) -> usize {
+    let loaded = protogate::config::load(path).unwrap_or_else(|_| panic!("loads"));
+    let compiled = protogate::snapshot::compile(&loaded).unwrap_or_else(|_| panic!("compiles"));
+    compiled.plans.len()
+}
+
+#[tokio::test]
+async fn admin_config_shows_the_effective_settings_and_no_secret() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (provider, _) = hmac_provider(dir.path());
+    let secret = std::fs::read_to_string(dir.path().join("t.secret")).expect("secret");
+    let path = dir.path().join("routes.toml");
+    let toml = routes(upstream, 2, &origin(0))
+        + "[routes.methods.CreateShelf]\nauth = \"t\"\n"
+        + &provider;
+    write_routes(&path, &toml);
+    let (_gateway, handle) = spawn_gateway_from(&path).await;
+    let admin = spawn_admin(handle, &path).await;
+
+    let config = admin_json(admin, "/config").await;
+    assert_eq!(config["server"]["drain_delay_ms"], 5_000);
+    assert_eq!(config["server"]["listen"], "127.0.0.1:8080");
+    assert_eq!(config["cors"]["allow_origins"][0], origin(0));
+    assert_eq!(config["upstreams"][0]["name"], "bookstore");
+    assert_eq!(config["upstreams"][0]["connections"], 2);
+    assert!(config["response_cache_max_bytes"].as_u64().is_some());
+    let text = config.to_string();
+    assert!(!text.contains(&secret), "the HMAC secret leaked: {text}");
+}
+
+#[tokio::test]
+async fn admin_post_reload_answers_what_changed_or_why_not() {
+    let (upstream, accepted, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    write_routes(&path, &routes(upstream, 2, &origin(0)));
+    let (gateway, handle) = spawn_gateway_from(&path).await;
+    let admin = spawn_admin(handle, &path).await;
+    let reload = || async {
+        let response = client()
+            .post(format!("http://{admin}/reload"))
+            .send()
+            .await
+            .expect("send");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json::<serde_json::Value>().await.expect("json"),
+        )
+    };
+
+    let broken = routes(upstream, 3, &origin(1)).replace(
+        "upstream = \"bookstore\"",
+        "upstream = \"no-such-upstream\"",
+    );
+    write_routes(&path, &broken);
+    let (status, answer) = reload().await;
+    assert_eq!(status, 422, "{answer:#}");
+    assert_eq!(answer["reloaded"], false);
+    let diagnostics = answer["diagnostics"].as_str().expect("diagnostics");
+    assert!(diagnostics.contains("no-such-upstream"), "{diagnostics}");
+    assert_eq!(allowed_origin(&gateway, &origin(0)).await, Some(origin(0)));
+
+    let before = accepted.load(Ordering::SeqCst);
+    write_routes(&path, &routes(upstream, 3, &origin(1)));
+    let (status, answer) = reload().await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(answer["reloaded"], true);
+    assert_eq!(
+        answer["changes"]["upstreams_changed"],
+        serde_json::json!(["bookstore"])
+    );
+    assert_eq!(answer["changes"]["routes_changed"], serde_json::json!([]));
+    assert_eq!(accepted.load(Ordering::SeqCst), before + 3);
+    assert_eq!(allowed_origin(&gateway, &origin(1)).await, Some(origin(1)));
+}
+
+/// `protogate check --config NEW --diff OLD`.
+fn check_diff(old: &Path, new: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["check", "--config"])
+        .arg(new)
+        .arg("--diff")
+        .arg(old)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run protogate")
+}
+
+#[test]
+fn check_diff_prints_route_upstream_auth_and_restart_changes() {
+    let upstream: std::net::SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (provider, _) = hmac_provider(dir.path());
+    let old = dir.path().join("old.toml");
+    write_routes(&old, &(routes(upstream, 2, &origin(0)) + &provider));
+    let new = dir.path().join("new.toml");
+    let changed = routes(upstream, 3, &origin(1))
+        .replace("[server]\n", "[server]\nlisten = \"127.0.0.1:9090\"\n")
+        + "[routes.methods.DeleteShelf]\nexpose = false\n\
+          [routes.methods.CreateShelf]\nauth = \"t\"\n"
+        + &provider;
+    write_routes(&new, &changed);
+
+    let output = check_diff(&old, &new);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let auth = lines
+        .iter()
+        .position(|l| l.starts_with("auth changed: POST /v1/shelves: "))
+        .unwrap_or_else(|| panic!("no auth change in {stdout}"));
+    let mut others = lines.clone();
+    others.remove(auth);
+    assert_eq!(
+        others,
+        [
+            "route removed: DELETE /v1/shelves/{shelf}",
+            "route changed: POST /v1/shelves",
+            "upstream changed: bookstore",
+            "needs a restart: [server] listen",
+            "5 change(s)",
+        ]
+    );
+
+    // The same file against itself changes nothing.
+    let output = check_diff(&old, &old);
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "0 change(s)\n");
+}
