@@ -17,6 +17,7 @@ use crate::snapshot::{self, Compiled};
 use crate::{pipeline, server};
 
 pub mod demo;
+mod watch;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -50,6 +51,13 @@ pub enum Command {
         /// Listen here instead of `[server] listen` (e.g. 0.0.0.0:8080 in a container).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Also reload when routes.toml, the protos or a file it names
+        /// (certificates, keys, secrets) changes on disk.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: reload once the files have been quiet this long.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        watch_debounce: std::time::Duration,
     },
     /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
     Check {
@@ -119,13 +127,21 @@ pub fn main() -> ExitCode {
                 scopes,
                 ttl,
             } => token(&config, &provider, &subject, &scopes, ttl),
-            Command::Serve { config, listen } => serve(&config, listen, false).await,
+            Command::Serve {
+                config,
+                listen,
+                watch,
+                watch_debounce,
+            } => {
+                let watch = watch.then_some(watch_debounce);
+                serve(&config, listen, false, watch).await
+            }
             Command::Demo {
                 config,
                 listen,
                 upstream_only: true,
             } => bookstore_only(&config, listen).await,
-            Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
+            Command::Demo { config, listen, .. } => serve(&config, listen, true, None).await,
         }
     });
     // Connections past the grace period and background tasks are dropped
@@ -239,7 +255,13 @@ fn check_diff(old: &Path, new: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
+/// Runs the gateway; `watch` is the debounce of `--watch`, when given.
+async fn serve(
+    path: &Path,
+    listen: Option<SocketAddr>,
+    with_demo: bool,
+    watch: Option<std::time::Duration>,
+) -> ExitCode {
     let Some(compiled) = load(path, true) else {
         return ExitCode::FAILURE;
     };
@@ -273,6 +295,14 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         path.to_path_buf(),
         settings.listener.tls.clone(),
     );
+    if let Some(debounce) = watch {
+        let (gateway, tls) = (gateway.clone(), settings.listener.tls.clone());
+        if let Err(e) = watch::spawn(gateway, path.to_path_buf(), tls, debounce) {
+            eprintln!("error: --watch: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(?debounce, "watching routes.toml and the files it names");
+    }
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {

@@ -44,9 +44,9 @@ async fn cache_status(gateway: &TestGateway) -> String {
 }
 
 /// The origin CORS allowed for a request from `origin`, if any.
-async fn allowed_origin(gateway: &TestGateway, origin: &str) -> Option<String> {
+async fn allowed_origin(base: &str, origin: &str) -> Option<String> {
     let response = client()
-        .get(format!("{}/v1/shelves", gateway.base))
+        .get(format!("{base}/v1/shelves"))
         .header("origin", origin)
         .send()
         .await
@@ -154,11 +154,11 @@ async fn reloads_under_load_fail_no_request_and_keep_what_did_not_change() {
         }
         // CORS follows the config being served, without a restart.
         assert_eq!(
-            allowed_origin(&gateway, &origin(live)).await,
+            allowed_origin(&gateway.base, &origin(live)).await,
             Some(origin(live))
         );
         if live > 0 {
-            assert_eq!(allowed_origin(&gateway, &origin(0)).await, None);
+            assert_eq!(allowed_origin(&gateway.base, &origin(0)).await, None);
         }
     }
     // The load ran through every reload: no client reached its bound.
@@ -300,7 +300,10 @@ async fn admin_post_reload_answers_what_changed_or_why_not() {
     assert_eq!(answer["reloaded"], false);
     let diagnostics = answer["diagnostics"].as_str().expect("diagnostics");
     assert!(diagnostics.contains("no-such-upstream"), "{diagnostics}");
-    assert_eq!(allowed_origin(&gateway, &origin(0)).await, Some(origin(0)));
+    assert_eq!(
+        allowed_origin(&gateway.base, &origin(0)).await,
+        Some(origin(0))
+    );
 
     let before = accepted.load(Ordering::SeqCst);
     write_routes(&path, &routes(upstream, 3, &origin(1)));
@@ -313,7 +316,10 @@ async fn admin_post_reload_answers_what_changed_or_why_not() {
     );
     assert_eq!(answer["changes"]["routes_changed"], serde_json::json!([]));
     assert_eq!(accepted.load(Ordering::SeqCst), before + 3);
-    assert_eq!(allowed_origin(&gateway, &origin(1)).await, Some(origin(1)));
+    assert_eq!(
+        allowed_origin(&gateway.base, &origin(1)).await,
+        Some(origin(1))
+    );
 }
 
 /// `protogate check --config NEW --diff OLD`.
@@ -373,4 +379,111 @@ fn check_diff_prints_route_upstream_auth_and_restart_changes() {
     let output = check_diff(&old, &old);
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "0 change(s)\n");
+}
+
+/// The JSON log lines of a gateway process, read as they come.
+struct ProcessLog(tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>);
+
+impl ProcessLog {
+    /// Waits (at most 30 s) for the next line whose message is `message`.
+    async fn until(&mut self, message: &str) -> serde_json::Value {
+        let mut seen = Vec::new();
+        let wait = async {
+            while let Some(line) = self.0.recv().await {
+                if line["fields"]["message"] == message {
+                    return Some(line);
+                }
+                seen.push(line);
+            }
+            None
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), wait).await {
+            Ok(Some(line)) => line,
+            _ => panic!("no log line {message:?}"),
+        }
+    }
+}
+
+/// The gateway process, killed by its PID when the test ends.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_watching(config: &Path) -> (Process, ProcessLog) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--watch", "--watch-debounce", "100ms", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start protogate");
+    let stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("stderr"))
+        .expect("async stderr");
+    let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let parsed = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if send.send(parsed).is_err() {
+                return;
+            }
+        }
+    });
+    (Process(child), ProcessLog(lines))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_watch_reloads_when_routes_toml_or_a_key_file_changes() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The secret lives apart from routes.toml: its own directory is watched.
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("mkdir keys");
+    let (provider, _) = hmac_provider(&keys);
+    let path = dir.path().join("routes.toml");
+    let toml = |generation| routes(upstream, 2, &origin(generation)) + &provider;
+    write_routes(&path, &toml(0));
+    let (_process, mut log) = serve_watching(&path);
+    let line = log.until("protogate listening").await;
+    let listen = line["fields"]["listen"]
+        .as_str()
+        .expect("listen")
+        .to_string();
+    log.until("watching routes.toml and the files it names")
+        .await;
+    let base = format!("http://{listen}");
+    assert_eq!(allowed_origin(&base, &origin(0)).await, Some(origin(0)));
+
+    write_routes(&path, &toml(1));
+    let reloaded = log.until("reloaded routes.toml").await;
+    assert_eq!(reloaded["fields"]["upstreams_kept"], 1);
+    assert_eq!(allowed_origin(&base, &origin(1)).await, Some(origin(1)));
+
+    // A broken save is reported and changes nothing.
+    write_routes(
+        &path,
+        &toml(2).replace("upstream = \"bookstore\"", "upstream = \"nope\""),
+    );
+    log.until("reload failed; still serving the previous configuration")
+        .await;
+    assert_eq!(allowed_origin(&base, &origin(1)).await, Some(origin(1)));
+    write_routes(&path, &toml(1));
+    log.until("reloaded routes.toml").await;
+
+    // A key file named by routes.toml, in another directory.
+    std::fs::write(
+        keys.join("t.secret"),
+        "another secret of at least thirty-two bytes",
+    )
+    .expect("rewrite secret");
+    log.until("reloaded routes.toml").await;
 }
