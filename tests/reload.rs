@@ -487,3 +487,47 @@ async fn serve_watch_reloads_when_routes_toml_or_a_key_file_changes() {
     .expect("rewrite secret");
     log.until("reloaded routes.toml").await;
 }
+
+#[tokio::test]
+async fn a_reload_drops_the_cached_answers_of_a_changed_route_only() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let toml = |shelf_age: &str| {
+        one_route_toml(
+            "bookstore/v1/bookstore.proto",
+            "bookstore.v1.Bookstore",
+            "bookstore",
+            upstream,
+            "connections = 1",
+            &format!(
+                "[routes.methods.GetShelf]\n\
+                 cache = {{ public = true, max_age = \"{shelf_age}\", gateway = true }}\n\
+                 [routes.methods.ListBooks]\n\
+                 cache = {{ public = true, max_age = \"1h\", gateway = true }}\n"
+            ),
+        )
+    };
+    write_routes(&path, &toml("1h"));
+    let (gateway, handle) = spawn_gateway_from(&path).await;
+    let x_cache = |path: &'static str| {
+        let url = format!("{}{path}", gateway.base);
+        async move {
+            let response = client().get(url).send().await.expect("send");
+            assert_eq!(response.status(), 200);
+            let status = response.headers().get("x-cache").expect("x-cache");
+            status.to_str().expect("ascii").to_string()
+        }
+    };
+    for path in ["/v1/shelves/1", "/v1/shelves/1/books"] {
+        assert_eq!(x_cache(path).await, "miss");
+        assert_eq!(x_cache(path).await, "hit");
+    }
+
+    // GetShelf's cache policy changes; ListBooks is untouched.
+    write_routes(&path, &toml("2h"));
+    assert!(protogate::cli::reload(&handle, None, &path).await);
+    assert_eq!(x_cache("/v1/shelves/1/books").await, "hit");
+    assert_eq!(x_cache("/v1/shelves/1").await, "miss");
+    assert_eq!(x_cache("/v1/shelves/1").await, "hit");
+}
