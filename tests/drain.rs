@@ -126,6 +126,26 @@ fn start(config: &std::path::Path) -> (Gateway, Log) {
     (Gateway(child), log)
 }
 
+/// A GET as one stream of the HTTP/2 connection `h2`: status and body.
+async fn h2_get(
+    h2: h2::client::SendRequest<bytes::Bytes>,
+    url: &str,
+) -> Result<(u16, String), h2::Error> {
+    let request = http::Request::get(url).body(()).expect("request");
+    let (response, _) = h2.ready().await?.send_request(request, true)?;
+    let (head, mut body) = response.await?.into_parts();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        text.extend_from_slice(&chunk);
+    }
+    Ok((
+        head.status.as_u16(),
+        String::from_utf8_lossy(&text).into_owned(),
+    ))
+}
+
 async fn readiness(admin: SocketAddr) -> u16 {
     client()
         .get(format!("http://{admin}/readyz"))
@@ -164,17 +184,26 @@ async fn sigterm_fails_readiness_then_refuses_connections_and_finishes_calls_in_
 
     // Half over HTTP/1 (a connection each), half as streams of one HTTP/2
     // connection, which must get GOAWAY rather than a reset.
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .expect("h2 client");
+    let (h2, h2_connection) = h2::client::handshake(
+        tokio::net::TcpStream::connect(listen)
+            .await
+            .expect("connect h2"),
+    )
+    .await
+    .expect("h2 handshake");
+    let h2_connection = tokio::spawn(h2_connection);
     let requests: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
-            let client = if i % 2 == 0 { client() } else { h2.clone() };
             let url = format!("http://{listen}/v1/echo?stringValue=call{i}");
+            let h2 = h2.clone();
             tokio::spawn(async move {
-                let response = client.get(url).send().await?;
-                Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
+                if i % 2 == 0 {
+                    let response = client().get(url).send().await.map_err(|e| e.to_string())?;
+                    let status = response.status().as_u16();
+                    Ok((status, response.text().await.map_err(|e| e.to_string())?))
+                } else {
+                    h2_get(h2, &url).await.map_err(|e| e.to_string())
+                }
             })
         })
         .collect();
@@ -228,6 +257,17 @@ async fn sigterm_fails_readiness_then_refuses_connections_and_finishes_calls_in_
         assert_eq!(status, 200, "call {i}: {body}");
         assert_eq!(body, format!(r#"{{"stringValue":"call{i}"}}"#));
     }
+
+    // The HTTP/2 connection ended cleanly, by the server's GOAWAY: a new
+    // stream on it is refused as going away, not as a broken connection.
+    let ended = h2_connection.await.expect("h2 task");
+    assert!(ended.is_ok(), "the HTTP/2 connection ended with {ended:?}");
+    let refused = h2
+        .ready()
+        .await
+        .map(|_| ())
+        .expect_err("no new stream after GOAWAY");
+    assert!(refused.is_go_away(), "{refused:?}");
 
     let waited = tokio::task::spawn_blocking(move || {
         let status = gateway.0.wait().expect("wait");
