@@ -531,3 +531,44 @@ async fn a_reload_drops_the_cached_answers_of_a_changed_route_only() {
     assert_eq!(x_cache("/v1/shelves/1").await, "miss");
     assert_eq!(x_cache("/v1/shelves/1").await, "hit");
 }
+
+#[tokio::test]
+async fn a_reload_turns_compression_off_and_on_without_a_restart() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let toml = |enabled: bool| {
+        routes(upstream, 2, &origin(0))
+            + &format!("[compression]\nenabled = {enabled}\nmin_bytes = 1\n")
+    };
+    write_routes(&path, &toml(true));
+    let (gateway, handle) = spawn_gateway_from(&path).await;
+    // A client that does not decompress, to see the coding.
+    let raw = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .build()
+        .expect("client");
+    let coding = || async {
+        let response = raw
+            .get(format!("{}/v1/shelves", gateway.base))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 200);
+        let coding = response.headers().get("content-encoding");
+        coding.map(|v| v.to_str().expect("ascii").to_string())
+    };
+    assert_eq!(coding().await.as_deref(), Some("gzip"));
+
+    write_routes(&path, &toml(false));
+    assert!(protogate::cli::reload(&handle, None, &path).await);
+    assert_eq!(coding().await, None);
+
+    write_routes(&path, &toml(true));
+    assert!(protogate::cli::reload(&handle, None, &path).await);
+    assert_eq!(coding().await.as_deref(), Some("gzip"));
+}
