@@ -175,6 +175,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_built_from_the_same_inputs_are_equal_and_a_new_name_is_not() {
+        let named = |name: &str| {
+            let name = ServerName::try_from(name.to_string()).expect("name");
+            ClientTls::new(Some(Vec::new()), None, Some(name)).expect("settings")
+        };
+        assert_eq!(named("bookstore.internal"), named("bookstore.internal"));
+        assert_ne!(named("bookstore.internal"), named("other.internal"));
+        let unnamed = ClientTls::new(Some(Vec::new()), None, None).expect("settings");
+        assert_ne!(unnamed, named("bookstore.internal"));
+    }
+
+    #[test]
     fn an_endpoint_host_is_its_server_name_whether_dns_or_ip() {
         assert!(matches!(
             endpoint_name("bookstore.internal"),
