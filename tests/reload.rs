@@ -572,3 +572,31 @@ async fn a_reload_turns_compression_off_and_on_without_a_restart() {
     assert!(protogate::cli::reload(&handle, None, &path).await);
     assert_eq!(coding().await.as_deref(), Some("gzip"));
 }
+
+#[tokio::test]
+async fn a_reload_applies_a_new_body_limit_without_a_restart() {
+    let (upstream, _, _) = spawn_counting_bookstore(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let toml = |limit: usize| {
+        routes(upstream, 2, &origin(0)) + &format!("[limits]\nmax_body_bytes = {limit}\n")
+    };
+    write_routes(&path, &toml(4096));
+    let (gateway, handle) = spawn_gateway_from(&path).await;
+    let create = || async {
+        client()
+            .post(format!("{}/v1/shelves", gateway.base))
+            .header("content-type", "application/json")
+            .body(r#"{"theme":"a theme of some forty bytes, give or take"}"#)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(create().await, 200);
+
+    write_routes(&path, &toml(16));
+    assert!(protogate::cli::reload(&handle, None, &path).await);
+    assert_eq!(create().await, 413);
+}
