@@ -144,8 +144,9 @@ impl Snapshot {
     /// upstream that was replaced, or by no route any more; everything when
     /// the descriptors changed (a nested message type can change an answer's
     /// shape). Returns how many paths were purged. Runs after the swap, so
-    /// that no request still on `previous` stores an answer after the purge
-    /// has looked.
+    /// that requests on the new snapshot never store an old plan's answer;
+    /// a fetch on `previous` still in flight at that moment may store its
+    /// answer afterwards, which then lives at most its own freshness.
     pub fn purge_changed_routes(&self, previous: &Snapshot) -> usize {
         let Some(cache) = &self.response_cache else {
             return 0;
