@@ -1,7 +1,9 @@
 //! The admin listener (`[admin] listen`), kept apart from the public one:
 //! liveness, readiness (every upstream has a live connection), each
-//! upstream's endpoints and counters (`/upstreams`), and purging the
-//! gateway's response cache by surrogate key.
+//! upstream's endpoints and counters (`/upstreams`), purging the
+//! gateway's response cache by surrogate key, the compiled route table
+//! (`/routes`), the effective configuration without secrets (`/config`),
+//! and `POST /reload` (the same reload as SIGHUP).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,10 +13,12 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::pipeline::Gateway;
+use crate::snapshot::diff::ConfigDiff;
 
 /// The admin router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -23,7 +27,129 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(ready))
         .route("/cache/purge", post(purge))
         .route("/upstreams", get(upstreams))
+        .route("/routes", get(routes))
+        .route("/config", get(config))
         .with_state(gateway)
+}
+
+/// What `POST /reload` runs: the reload SIGHUP runs, answering what
+/// changed or the rendered diagnostics of a config that does not compile.
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<ConfigDiff, String>> + Send + Sync>;
+
+/// [`router`] with `POST /reload`.
+pub fn router_with_reload(gateway: Arc<Gateway>, reload: Reloader) -> Router {
+    router(gateway).route(
+        "/reload",
+        post(move || {
+            let reload = reload.clone();
+            async move {
+                match reload().await {
+                    Ok(diff) => Json(json!({"reloaded": true, "changes": diff})).into_response(),
+                    // The old configuration keeps serving.
+                    Err(diagnostics) => (
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        Json(json!({"reloaded": false, "diagnostics": diagnostics})),
+                    )
+                        .into_response(),
+                }
+            }
+        }),
+    )
+}
+
+/// The compiled route table, one object per binding.
+async fn routes(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let snapshot = gateway.snapshot();
+    let routes: Vec<serde_json::Value> = (snapshot.plans.iter())
+        .map(|plan| {
+            let summary = plan.summary();
+            json!({
+                "method": summary.http_method,
+                "template": summary.template,
+                "grpc_method": summary.grpc_method,
+                "upstream": summary.upstream,
+                "auth": summary.auth,
+                "body": summary.body,
+                "timeout_ms": millis(summary.timeout),
+                "cache": {
+                    "public": plan.cache.public,
+                    "gateway": plan.cache.gateway,
+                    "fresh_for_ms": millis(plan.cache.fresh_for),
+                    "stale_while_revalidate_ms": millis(plan.cache.stale_while_revalidate),
+                    "stale_if_error_ms": millis(plan.cache.stale_if_error),
+                    "vary": plan.cache.vary_names.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                },
+            })
+        })
+        .collect();
+    Json(json!({ "routes": routes }))
+}
+
+/// The effective configuration, as compiled: settings, upstreams and the
+/// cache budget. Secrets (HMAC keys, API keys, private keys) are compiled
+/// into the auth and TLS policies, which are not shown.
+async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
+    let snapshot = gateway.snapshot();
+    let settings = &snapshot.settings;
+    let (listener, limits) = (&settings.listener, &settings.limits);
+    let upstreams: Vec<serde_json::Value> = (snapshot.upstreams.iter())
+        .map(|u| {
+            let config = u.config();
+            let pool = &config.pool;
+            json!({
+                "name": u.name,
+                "discovery": format!("{:?}", pool.discovery),
+                "tls": pool.tls.is_some(),
+                "connections": pool.connections,
+                "connect_timeout_ms": millis(pool.connect_timeout),
+                "keepalive_interval_ms": millis(pool.keepalive_interval),
+                "keepalive_timeout_ms": millis(pool.keepalive_timeout),
+                "health_check": pool.health.is_some(),
+                "timeout_ms": millis(config.timeout),
+                "max_message_bytes": config.max_message_bytes,
+                "max_concurrent_calls": config.max_concurrent_calls,
+            })
+        })
+        .collect();
+    Json(json!({
+        "server": {
+            "listen": listener.listen.to_string(),
+            "tls": listener.tls.is_some(),
+            "header_read_timeout_ms": millis(listener.header_read_timeout),
+            "shutdown_grace_ms": millis(listener.shutdown_grace),
+            "drain_delay_ms": millis(listener.drain_delay),
+            "http2_max_concurrent_streams": listener.http2_max_concurrent_streams,
+            "first_request_timeout_ms": millis(listener.first_request_timeout),
+            "idle_timeout_ms": millis(listener.idle_timeout),
+            "send_timeout_ms": millis(listener.send_timeout),
+            "max_buffered_response_bytes": listener.max_buffered_response_bytes,
+            "max_connections": listener.max_connections,
+            "access_log": settings.access_log,
+        },
+        "admin": settings.admin.map(|a| a.to_string()),
+        "limits": {
+            "max_body_bytes": limits.max_body_bytes,
+            "max_json_depth": limits.max_json_depth,
+            "max_path_bytes": limits.max_path_bytes,
+            "max_query_bytes": limits.max_query_bytes,
+            "max_headers": limits.max_headers,
+            "max_header_bytes": limits.max_header_bytes,
+            "max_concurrent_requests": limits.max_concurrent_requests,
+        },
+        "cors": settings.edge.cors.as_ref().map(|c| json!({
+            "allow_origins": c.allow_origins,
+            "allow_credentials": c.allow_credentials,
+            "max_age_ms": millis(c.max_age),
+        })),
+        "compression": settings.edge.compression.as_ref().map(|c| json!({"min_bytes": c.min_bytes})),
+        "response_cache_max_bytes": snapshot.response_cache.as_ref().map(|c| c.max_bytes()),
+        "upstreams": upstreams,
+        "routes": snapshot.plans.len(),
+    }))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
@@ -38,7 +164,10 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
             )
         })
         .collect();
-    let ready = snapshot.upstreams.iter().all(|u| u.pool.connected() > 0);
+    // A draining gateway is not ready, so load balancers stop sending to
+    // it while it still serves what they send meanwhile.
+    let draining = gateway.is_draining();
+    let ready = !draining && snapshot.upstreams.iter().all(|u| u.pool.connected() > 0);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -46,7 +175,7 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     };
     (
         status,
-        Json(json!({"ready": ready, "upstreams": upstreams})),
+        Json(json!({"ready": ready, "draining": draining, "upstreams": upstreams})),
     )
         .into_response()
 }

@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use crate::config;
 use crate::pipeline::Gateway;
 use crate::server::tls::ServerTls;
+use crate::snapshot::diff::ConfigDiff;
 use crate::snapshot::{self, Compiled};
 use crate::{pipeline, server};
 
 pub mod demo;
+mod watch;
 
 /// protogate: a REST/JSON edge gateway for gRPC services.
 #[derive(Debug, Parser)]
@@ -49,12 +51,23 @@ pub enum Command {
         /// Listen here instead of `[server] listen` (e.g. 0.0.0.0:8080 in a container).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Also reload when routes.toml, the protos or a file it names
+        /// (certificates, keys, secrets) changes on disk.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: reload once the files have been quiet this long.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        watch_debounce: std::time::Duration,
     },
     /// Validate routes.toml and print the compiled route table; exit 1 on any mistake.
     Check {
         /// Path of routes.toml.
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+        /// Instead of the table, print what reloading from this (older)
+        /// routes.toml to --config would change.
+        #[arg(long, value_name = "OLD")]
+        diff: Option<PathBuf>,
     },
     /// Mint a short-lived token for an HMAC provider of routes.toml (for trying
     /// authenticated routes, e.g. the demo's write methods).
@@ -100,9 +113,13 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
-            Command::Check { config } => check(&config),
+            Command::Check {
+                config,
+                diff: Some(old),
+            } => check_diff(&old, &config),
+            Command::Check { config, diff: None } => check(&config),
             Command::Token {
                 config,
                 provider,
@@ -110,16 +127,31 @@ pub fn main() -> ExitCode {
                 scopes,
                 ttl,
             } => token(&config, &provider, &subject, &scopes, ttl),
-            Command::Serve { config, listen } => serve(&config, listen, false).await,
+            Command::Serve {
+                config,
+                listen,
+                watch,
+                watch_debounce,
+            } => {
+                let watch = watch.then_some(watch_debounce);
+                serve(&config, listen, false, watch).await
+            }
             Command::Demo {
                 config,
                 listen,
                 upstream_only: true,
             } => bookstore_only(&config, listen).await,
-            Command::Demo { config, listen, .. } => serve(&config, listen, true).await,
+            Command::Demo { config, listen, .. } => serve(&config, listen, true, None).await,
         }
-    })
+    });
+    // Connections past the grace period and background tasks are dropped
+    // here; a blocking task (a DNS lookup) may hold the exit only this long.
+    runtime.shutdown_timeout(EXIT_TIMEOUT);
+    code
 }
+
+/// The most the exit waits for blocking tasks once serving has ended.
+const EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -140,30 +172,26 @@ fn init_logging(format: LogFormat) {
 /// Loads and compiles routes.toml, printing every diagnostic on failure.
 /// With `fetch_keys`, JWKS URLs start fetching (serving); without, they are only checked.
 pub fn load(path: &Path, fetch_keys: bool) -> Option<Compiled> {
-    let loaded = match config::load(path) {
-        Ok(loaded) => loaded,
-        Err((source, errors)) => {
-            eprint!("{}", source.render(&errors));
-            return None;
-        }
-    };
+    compile_file(path, fetch_keys)
+        .map_err(|diagnostics| eprint!("{diagnostics}"))
+        .ok()
+}
+
+/// Loads and compiles routes.toml (logging its warnings), or renders every
+/// diagnostic with its place.
+fn compile_file(path: &Path, fetch_keys: bool) -> Result<Compiled, String> {
+    let loaded =
+        config::load(path).map_err(|(source, errors)| source.render(&errors).to_string())?;
     let compiled = if fetch_keys {
         snapshot::compile_for_serving(&loaded)
     } else {
         snapshot::compile(&loaded)
     };
-    match compiled {
-        Ok(compiled) => {
-            for warning in &compiled.warnings {
-                tracing::warn!("{warning}");
-            }
-            Some(compiled)
-        }
-        Err(errors) => {
-            eprint!("{}", loaded.source.render(&errors));
-            None
-        }
+    let compiled = compiled.map_err(|errors| loaded.source.render(&errors).to_string())?;
+    for warning in &compiled.warnings {
+        tracing::warn!("{warning}");
     }
+    Ok(compiled)
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -213,17 +241,39 @@ fn check(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> ExitCode {
-    let Some(mut compiled) = load(path, true) else {
+/// Prints what a reload from `old` to `new` would change, one line each.
+fn check_diff(old: &Path, new: &Path) -> ExitCode {
+    let (Some(old), Some(new)) = (load(old, false), load(new, false)) else {
         return ExitCode::FAILURE;
     };
-    if let Some(listen) = listen {
-        compiled.settings.listener.listen = listen;
+    let diff = ConfigDiff::between(&old.side(), &new.side());
+    let lines = diff.lines();
+    for line in &lines {
+        println!("{line}");
     }
+    println!("{} change(s)", lines.len());
+    ExitCode::SUCCESS
+}
+
+/// Runs the gateway; `watch` is the debounce of `--watch`, when given.
+async fn serve(
+    path: &Path,
+    listen: Option<SocketAddr>,
+    with_demo: bool,
+    watch: Option<std::time::Duration>,
+) -> ExitCode {
+    let Some(compiled) = load(path, true) else {
+        return ExitCode::FAILURE;
+    };
     if with_demo && let Err(code) = start_bookstore(&compiled, path).await {
         return code;
     }
-    let settings = compiled.settings.clone();
+    // The snapshot keeps routes.toml's `listen`, so that a reload compares
+    // like with like; --listen only changes where this process binds.
+    let mut settings = compiled.settings.clone();
+    if let Some(listen) = listen {
+        settings.listener.listen = listen;
+    }
     let listen = settings.listener.listen;
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -245,11 +295,26 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
         path.to_path_buf(),
         settings.listener.tls.clone(),
     );
+    if let Some(debounce) = watch {
+        let (gateway, tls) = (gateway.clone(), settings.listener.tls.clone());
+        if let Err(e) = watch::spawn(gateway, path.to_path_buf(), tls, debounce) {
+            eprintln!("error: --watch: {e}");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(?debounce, "watching routes.toml and the files it names");
+    }
     if let Some(admin) = settings.admin {
         match TcpListener::bind(admin).await {
             Ok(listener) => {
-                tracing::info!(listen = %admin, "admin listener up");
-                let router = crate::admin::router(gateway.clone());
+                // The bound address, so `127.0.0.1:0` says which port it got.
+                let bound = listener.local_addr().unwrap_or(admin);
+                tracing::info!(listen = %bound, "admin listener up");
+                let reloader = reloader(
+                    gateway.clone(),
+                    path.to_path_buf(),
+                    settings.listener.tls.clone(),
+                );
+                let router = crate::admin::router_with_reload(gateway.clone(), reloader);
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, router).await {
                         tracing::error!(error = %e, "admin listener stopped");
@@ -262,13 +327,13 @@ async fn serve(path: &Path, listen: Option<SocketAddr>, with_demo: bool) -> Exit
             }
         }
     }
-    let router = pipeline::router(gateway);
+    let router = pipeline::router(gateway.clone());
     let serving = server::serve(
         listener,
         router,
         &settings.listener,
         &settings.limits,
-        shutdown_signal(),
+        drain_on_signal(gateway),
     );
     match serving.await {
         Ok(()) => ExitCode::SUCCESS,
@@ -418,28 +483,94 @@ fn spawn_reloader(gateway: Arc<Gateway>, path: PathBuf, listener_tls: Option<Arc
 
 /// Reloads routes.toml into `gateway`, and the listener's certificate into
 /// `listener_tls` (the one the listener was started with): new handshakes
-/// get the re-read certificate, open connections go on. A config that does
-/// not compile (an unreadable certificate among its mistakes) is logged and
-/// the old snapshot and certificate keep serving. Returns whether it took.
+/// get the re-read certificate, open connections go on. The new config
+/// compiles beside the old one and only then is swapped in: upstreams whose
+/// settings did not change keep their live connections, the response cache
+/// keeps the answers of routes that did not change, JWKS key sets carry
+/// over by URL, and CORS, compression and request limits take effect at
+/// once. Listener settings take a restart and are logged as such. A config
+/// that does not compile (an unreadable certificate among its mistakes) is
+/// logged and the old snapshot and certificate keep serving. Returns
+/// whether it took.
 pub async fn reload(gateway: &Gateway, listener_tls: Option<&ServerTls>, path: &Path) -> bool {
-    let Some(compiled) = load(path, true) else {
-        tracing::error!("reload failed; still serving the previous configuration");
-        return false;
-    };
-    match (listener_tls, &compiled.settings.listener.tls) {
-        (Some(live), Some(reread)) => live.adopt(reread),
-        (None, None) => {}
-        (Some(_), None) | (None, Some(_)) => {
-            tracing::warn!("[server] tls was added or removed; that takes a restart");
+    match reload_with_report(gateway, listener_tls, path).await {
+        Ok(_) => true,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            false
         }
     }
+}
+
+/// The admin listener's `POST /reload`: [`reload_with_report`] of `path`.
+fn reloader(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    listener_tls: Option<Arc<ServerTls>>,
+) -> crate::admin::Reloader {
+    Arc::new(move || {
+        let (gateway, path, listener_tls) = (gateway.clone(), path.clone(), listener_tls.clone());
+        Box::pin(async move { reload_with_report(&gateway, listener_tls.as_deref(), &path).await })
+    })
+}
+
+/// One reload at a time, whatever asked for it (SIGHUP, admin, a file change).
+static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// [`reload`], answering what changed, or the rendered diagnostics of a
+/// config that does not compile.
+pub async fn reload_with_report(
+    gateway: &Gateway,
+    listener_tls: Option<&ServerTls>,
+    path: &Path,
+) -> Result<ConfigDiff, String> {
+    let _one_at_a_time = RELOADING.lock().await;
+    let compiled = compile_file(path, true).inspect_err(|_| {
+        tracing::error!("reload failed; still serving the previous configuration");
+    })?;
+    let previous = gateway.snapshot();
+    if let (Some(live), Some(reread)) = (listener_tls, &compiled.settings.listener.tls) {
+        live.adopt(reread);
+    }
+    let diff = ConfigDiff::between(&previous.side(), &compiled.side());
+    if !diff.restart_needed.is_empty() {
+        tracing::warn!(
+            settings = diff.restart_needed.join(", "),
+            "these settings changed but take a restart; the listener keeps its current ones"
+        );
+    }
     let routes = compiled.routes.len();
-    gateway.replace(compiled.start().await);
+    let next = compiled.start_after(&previous).await;
+    let kept = (next.upstreams.iter())
+        .filter(|u| previous.upstreams.iter().any(|p| Arc::ptr_eq(p, u)))
+        .count();
+    let redialled = next.upstreams.len() - kept;
+    gateway.replace(next);
+    let purged = gateway.snapshot().purge_changed_routes(&previous);
     tracing::info!(
         routes,
-        "reloaded routes.toml (listener settings other than the TLS certificate need a restart)"
+        upstreams_kept = kept,
+        upstreams_redialled = redialled,
+        cached_paths_purged = purged,
+        changes = diff.lines().join("; "),
+        "reloaded routes.toml"
     );
-    true
+    Ok(diff)
+}
+
+/// Resolves when the listener should stop accepting: a shutdown signal
+/// makes readiness fail at once, then the listener goes on accepting for
+/// `[server] drain_delay` (of the config live at the signal), so load
+/// balancers see the gateway leave before its connections are refused.
+async fn drain_on_signal(gateway: Arc<Gateway>) {
+    shutdown_signal().await;
+    gateway.start_draining();
+    let delay = gateway.snapshot().settings.listener.drain_delay;
+    tracing::info!(
+        ?delay,
+        "shutdown signal: readiness now fails; still accepting for the drain delay"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 async fn shutdown_signal() {

@@ -6,8 +6,9 @@
 //! Accept-Encoding, request decompression (so the body limit counts
 //! decompressed bytes), then the pipeline, which owns routing.
 //!
-//! These layers are built from the configuration at start-up; a reload
-//! changes routes, not them (restart to change `[cors]` or `[compression]`).
+//! These layers follow the current snapshot: the pipeline's router rebuilds
+//! them from the new [`EdgePolicy`] after a reload, so `[cors]` and
+//! `[compression]` changes need no restart.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;

@@ -4,15 +4,17 @@
 //! stage gets only its own piece of the binding's [`MethodPlan`] and returns
 //! its own error; [`crate::error`] alone turns a failure into an HTTP answer.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use tower::ServiceExt as _;
 
 use tokio::time::Instant;
 
@@ -37,6 +39,8 @@ use answer::{allow, respond, server_timing};
 #[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
+    /// Set by a shutdown signal: readiness answers 503 from then on.
+    draining: AtomicBool,
 }
 
 // === impl Gateway ===
@@ -46,7 +50,19 @@ impl Gateway {
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the gateway as shutting down: readiness fails from now on,
+    /// while requests are still served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The snapshot requests are served from now.
@@ -61,11 +77,53 @@ impl Gateway {
 }
 
 /// The public router: every request goes to [`handle`], behind the edge
-/// layers of the current snapshot's policy.
+/// layers of the current snapshot's policy (CORS and compression), so a
+/// reload changes them without a restart.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let policy = gateway.snapshot().settings.edge.clone();
-    let router = Router::new().fallback(handle).with_state(gateway);
-    crate::edge::layers(router, &policy)
+    let edge = EdgeRouter {
+        inner: Router::new().fallback(handle).with_state(gateway.clone()),
+        gateway,
+        built: Arc::new(ArcSwapOption::empty()),
+    };
+    Router::new().fallback(through_edge).with_state(edge)
+}
+
+/// The pipeline behind the edge layers of the snapshot it was built for,
+/// rebuilt by the first request after a swap.
+#[derive(Clone)]
+struct EdgeRouter {
+    gateway: Arc<Gateway>,
+    inner: Router,
+    built: Arc<ArcSwapOption<EdgeBuilt>>,
+}
+
+struct EdgeBuilt {
+    /// Which snapshot's policy; weak, so an old snapshot is not kept alive.
+    snapshot: Weak<Snapshot>,
+    router: Router,
+}
+
+async fn through_edge(State(edge): State<EdgeRouter>, request: Request) -> Response {
+    let Ok(response) = edge.current().oneshot(request).await;
+    response
+}
+
+impl EdgeRouter {
+    fn current(&self) -> Router {
+        let snapshot = self.gateway.snapshot.load();
+        if let Some(built) = &*self.built.load()
+            && std::ptr::eq(built.snapshot.as_ptr(), Arc::as_ptr(&snapshot))
+        {
+            return built.router.clone();
+        }
+        // Two requests racing here build twice; either result is right.
+        let router = crate::edge::layers(self.inner.clone(), &snapshot.settings.edge);
+        self.built.store(Some(Arc::new(EdgeBuilt {
+            snapshot: Arc::downgrade(&snapshot),
+            router: router.clone(),
+        })));
+        router
+    }
 }
 
 /// The axum handler for every request on the public listener.

@@ -81,6 +81,7 @@ pub struct ResponseCache {
     entries: moka::sync::Cache<String, Arc<Entry>>,
     inflight: Mutex<HashMap<String, Arc<OnceCell<Arc<Entry>>>>>,
     refreshing: Mutex<HashSet<String>>,
+    max_bytes: u64,
 }
 
 struct EntryExpiry;
@@ -145,7 +146,13 @@ impl ResponseCache {
             entries,
             inflight: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
+            max_bytes,
         }
+    }
+
+    /// The byte budget it was made with.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Serves `key`: from a fresh entry, from a stale one while `refresh`
@@ -276,6 +283,14 @@ impl ResponseCache {
             .invalidate_entries_if(move |k, _| k.split('?').next() == Some(path.as_str()));
         self.entries.run_pending_tasks();
         before as u64
+    }
+
+    /// The request paths that have entries (for a reload to judge which
+    /// belong to routes that changed).
+    pub fn paths(&self) -> HashSet<String> {
+        (self.entries.iter())
+            .filter_map(|(key, _)| key.split('?').next().map(str::to_owned))
+            .collect()
     }
 
     /// Drops everything.

@@ -37,6 +37,9 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// How long in-flight calls may finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, how long the listener still accepts while
+    /// readiness answers 503 (read from the snapshot live at the signal).
+    pub drain_delay: Duration,
     /// Concurrent streams per client HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
     /// From accept to a complete first request head, whatever the protocol.

@@ -7,6 +7,7 @@
 //! `protogate check` reports them all at once, in file order.
 
 mod bindings;
+pub mod diff;
 mod protos;
 mod resilience;
 mod retry;
@@ -88,19 +89,115 @@ pub struct Compiled {
 impl Compiled {
     /// Dials every upstream's pool and returns the live snapshot.
     pub async fn start(self) -> Snapshot {
+        self.start_with(None).await
+    }
+
+    /// Starts the snapshot that replaces `previous` (a reload): an upstream
+    /// whose compiled settings are equal to one of `previous` (same name,
+    /// same config, certificates included) is the same live upstream, with
+    /// its connections and counters; only the others are dialled. The
+    /// response cache is kept when its size is unchanged: after the swap,
+    /// [`Snapshot::purge_changed_routes`] drops what changed routes stored.
+    pub async fn start_after(self, previous: &Snapshot) -> Snapshot {
+        self.start_with(Some(previous)).await
+    }
+
+    /// This config as one side of a [`diff::ConfigDiff`].
+    pub fn side(&self) -> diff::Side<'_> {
+        diff::Side {
+            plans: &self.plans,
+            upstreams: self.upstreams.iter().collect(),
+            settings: &self.settings,
+        }
+    }
+
+    async fn start_with(self, previous: Option<&Snapshot>) -> Snapshot {
         let mut upstreams = Vec::with_capacity(self.upstreams.len());
         for config in self.upstreams {
-            upstreams.push(Arc::new(Upstream::start(config).await));
+            let live = previous.and_then(|p| p.upstreams.iter().find(|u| u.config() == &config));
+            upstreams.push(match live {
+                Some(live) => live.clone(),
+                None => Arc::new(Upstream::start(config).await),
+            });
         }
+        let kept_cache = previous
+            .and_then(|p| p.response_cache.clone())
+            .filter(|cache| Some(cache.max_bytes()) == self.response_cache_bytes);
         Snapshot {
             routes: self.routes,
             plans: self.plans,
             upstreams,
             pool: self.pool,
             settings: self.settings,
-            response_cache: self
-                .response_cache_bytes
-                .map(|bytes| Arc::new(ResponseCache::new(bytes))),
+            response_cache: kept_cache.or_else(|| {
+                (self.response_cache_bytes).map(|bytes| Arc::new(ResponseCache::new(bytes)))
+            }),
+        }
+    }
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Drops the cached answers of every path whose route is not the same
+    /// in `self` as in `previous`: a path served by a changed plan (its
+    /// transcoding, cache policy, auth, timeout or gRPC method), by an
+    /// upstream that was replaced, or by no route any more; everything when
+    /// the descriptors changed (a nested message type can change an answer's
+    /// shape). Returns how many paths were purged. Runs after the swap, so
+    /// that requests on the new snapshot never store an old plan's answer;
+    /// a fetch on `previous` still in flight at that moment may store its
+    /// answer afterwards, which then lives at most its own freshness.
+    pub fn purge_changed_routes(&self, previous: &Snapshot) -> usize {
+        let Some(cache) = &self.response_cache else {
+            return 0;
+        };
+        if !previous
+            .response_cache
+            .as_ref()
+            .is_some_and(|old| Arc::ptr_eq(old, cache))
+        {
+            return 0;
+        }
+        if previous.pool.encode_to_vec() != self.pool.encode_to_vec() {
+            let purged = cache.paths().len();
+            cache.purge_all();
+            return purged;
+        }
+        let (old, new) = (previous.plan_fingerprints(), self.plan_fingerprints());
+        let mut purged = 0;
+        for path in cache.paths() {
+            let before = previous.route_of(&path, &old);
+            if before.is_none() || before != self.route_of(&path, &new) {
+                cache.purge_path(&path);
+                purged += 1;
+            }
+        }
+        purged
+    }
+
+    /// What serves GETs of `path`: the plan's fingerprint and the upstream's
+    /// identity (a carried upstream is the same allocation).
+    fn route_of<'a>(&self, path: &str, fingerprints: &'a [String]) -> Option<(&'a str, usize)> {
+        let path = crate::route::path::normalize(path).ok()?;
+        let found = self.routes.find(&http::Method::GET, &path).ok()?;
+        let plan = self.plans.get(found.binding);
+        let upstream = Arc::as_ptr(self.upstreams.get(plan.upstream.upstream)?) as usize;
+        Some((fingerprints.get(found.binding.index())?.as_str(), upstream))
+    }
+
+    /// Every plan's [`diff::fingerprint`]; the upstream's identity is left
+    /// to [`Self::route_of`].
+    fn plan_fingerprints(&self) -> Vec<String> {
+        self.plans.iter().map(diff::fingerprint).collect()
+    }
+
+    /// This snapshot as one side of a [`diff::ConfigDiff`].
+    pub fn side(&self) -> diff::Side<'_> {
+        diff::Side {
+            plans: &self.plans,
+            upstreams: self.upstreams.iter().map(|u| u.config()).collect(),
+            settings: &self.settings,
         }
     }
 }

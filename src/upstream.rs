@@ -69,10 +69,13 @@ pub struct Upstream {
     calls: Arc<Semaphore>,
     max_concurrent_calls: usize,
     counters: Counters,
+    /// What it was started from: a reload with an equal config keeps it.
+    config: UpstreamConfig,
 }
 
 /// How one upstream is reached, compiled; dialled by [`Upstream::start`].
-#[derive(Debug, Clone)]
+/// A reload whose config for an upstream is equal keeps the live one.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The pool's connection settings.
     pub pool: PoolConfig,
@@ -116,7 +119,9 @@ enum Retry {
 impl Upstream {
     /// Dials the pool and waits for its first attempts (see [`Pool::start`]).
     pub async fn start(config: UpstreamConfig) -> Upstream {
+        let started_from = config.clone();
         Upstream {
+            config: started_from,
             name: config.pool.name.clone(),
             pool: Pool::start(config.pool).await,
             timeout: config.timeout,
@@ -127,6 +132,11 @@ impl Upstream {
             max_concurrent_calls: config.max_concurrent_calls,
             counters: Counters::default(),
         }
+    }
+
+    /// The compiled settings it was started from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
     }
 
     /// A call slot, or `None` when `max_concurrent_calls` are in flight

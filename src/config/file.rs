@@ -68,6 +68,10 @@ pub struct ServerSection {
     /// How long in-flight calls may finish after a shutdown signal.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, how long readiness answers 503 while the
+    /// listener still accepts, so load balancers stop sending first.
+    #[serde(deserialize_with = "duration")]
+    pub drain_delay: Duration,
     /// Concurrent streams per client HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
     /// How long a new connection may take to complete its first request
@@ -455,6 +459,9 @@ impl Default for ServerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            // Longer than a typical readiness probe period (Kubernetes: 10 s
+            // by default, probed more often behind most load balancers).
+            drain_delay: Duration::from_secs(5),
             http2_max_concurrent_streams: 200,
             first_request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

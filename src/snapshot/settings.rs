@@ -33,6 +33,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             listen: server.listen,
             header_read_timeout: server.header_read_timeout,
             shutdown_grace: server.shutdown_grace,
+            drain_delay: server.drain_delay,
             http2_max_concurrent_streams: server.http2_max_concurrent_streams,
             first_request_timeout: server.first_request_timeout,
             idle_timeout: server.idle_timeout,

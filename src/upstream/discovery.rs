@@ -17,7 +17,7 @@ use tokio::sync::watch;
 pub type Endpoints = Arc<[Authority]>;
 
 /// How an upstream's endpoints are found.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Discovery {
     /// A fixed list from routes.toml (`endpoints`).
     Static(Vec<Authority>),

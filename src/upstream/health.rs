@@ -15,7 +15,7 @@ use super::endpoint::Endpoint;
 use super::grpc::{self, UnaryRequest};
 
 /// `[upstreams.NAME] health_check`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     /// Time between checks.
     pub interval: Duration,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// When to eject, from `[upstreams.NAME] outlier`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutlierConfig {
     /// Transport failures in a row (lost connection, reset, refused) that eject.
     pub consecutive_transport_failures: u32,

@@ -23,8 +23,9 @@ use super::health::{self, HealthConfig};
 use super::outlier::{Outcome, OutlierConfig};
 use super::tls::ClientTls;
 
-/// Connection settings for one upstream, from routes.toml.
-#[derive(Debug, Clone)]
+/// Connection settings for one upstream, from routes.toml. Equal settings
+/// let a reload keep the live pool.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     /// Upstream name, for errors and logs.
     pub name: String,

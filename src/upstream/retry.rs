@@ -26,7 +26,7 @@ pub struct RetryPolicy {
 pub struct CodeSet(u32);
 
 /// How one upstream spends retries, from `[upstreams.NAME]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetrySettings {
     /// Retries allowed as a share of calls, in percent.
     pub budget_percent: f32,

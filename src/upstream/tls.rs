@@ -14,6 +14,7 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_platform_verifier::BuilderVerifierExt;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -27,6 +28,17 @@ pub struct ClientTls {
     config: Arc<ClientConfig>,
     /// Checked against the certificates instead of each endpoint's host.
     server_name: Option<ServerName<'static>>,
+    /// SHA-256 of everything the settings were built from: a reload that
+    /// reads the same files and names compares equal and keeps the pool.
+    fingerprint: [u8; 32],
+}
+
+/// Two settings built from the same roots, identity and server name are
+/// the same settings (the rustls config itself cannot be compared).
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &ClientTls) -> bool {
+        self.fingerprint == other.fingerprint
+    }
 }
 
 /// Who the gateway is to an upstream that asks for a client certificate.
@@ -49,6 +61,7 @@ impl ClientTls {
         identity: Option<ClientIdentity>,
         server_name: Option<ServerName<'static>>,
     ) -> Result<ClientTls, String> {
+        let fingerprint = fingerprint(roots.as_deref(), identity.as_ref(), server_name.as_ref());
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS protocol versions: {e}"))?;
@@ -76,6 +89,7 @@ impl ClientTls {
         Ok(ClientTls {
             config: Arc::new(config),
             server_name,
+            fingerprint,
         })
     }
 
@@ -108,6 +122,33 @@ impl ClientTls {
     }
 }
 
+/// Hashes TLS inputs, each length-prefixed so that no two different sets
+/// of inputs run together into the same bytes.
+fn fingerprint(
+    roots: Option<&[CertificateDer<'static>]>,
+    identity: Option<&ClientIdentity>,
+    server_name: Option<&ServerName<'static>>,
+) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    let mut part = |label: &[u8], bytes: &[u8]| {
+        hash.update(label);
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    match roots {
+        Some(roots) => roots.iter().for_each(|root| part(b"root", root)),
+        None => part(b"system roots", b""),
+    }
+    if let Some(identity) = identity {
+        identity.chain.iter().for_each(|cert| part(b"chain", cert));
+        part(b"key", identity.key.secret_der());
+    }
+    if let Some(name) = server_name {
+        part(b"server name", name.to_str().as_bytes());
+    }
+    hash.finalize().into()
+}
+
 /// The request URI scheme of an upstream's calls.
 pub(super) fn scheme(tls: Option<&ClientTls>) -> Scheme {
     match tls {
@@ -132,6 +173,18 @@ fn provider() -> Arc<CryptoProvider> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_built_from_the_same_inputs_are_equal_and_a_new_name_is_not() {
+        let named = |name: &str| {
+            let name = ServerName::try_from(name.to_string()).expect("name");
+            ClientTls::new(Some(Vec::new()), None, Some(name)).expect("settings")
+        };
+        assert_eq!(named("bookstore.internal"), named("bookstore.internal"));
+        assert_ne!(named("bookstore.internal"), named("other.internal"));
+        let unnamed = ClientTls::new(Some(Vec::new()), None, None).expect("settings");
+        assert_ne!(unnamed, named("bookstore.internal"));
+    }
 
     #[test]
     fn an_endpoint_host_is_its_server_name_whether_dns_or_ip() {

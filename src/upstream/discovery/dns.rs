@@ -18,7 +18,7 @@ use super::{Endpoints, FailureLog, publish, wait_unless_unwatched};
 use crate::backoff::Backoff;
 
 /// A `dns = "name:port"` upstream, compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     /// The name to resolve.
     pub name: String,

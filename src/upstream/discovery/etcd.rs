@@ -22,7 +22,7 @@ use super::{Endpoints, FailureLog, publish, wait_unless_unwatched};
 use crate::backoff::Backoff;
 
 /// An `etcd = { endpoints, prefix }` upstream, compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EtcdConfig {
     /// etcd client URLs (`http://host:port`), tried in turn.
     pub endpoints: Vec<String>,
