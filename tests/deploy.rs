@@ -6,7 +6,6 @@
 //! Kubernetes schemas, and the ConfigMap's routes.toml passes `check`.
 //! hadolint and kubernetes-validate come from PyPI (`.ci/run` installs them).
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
