@@ -1,14 +1,14 @@
 //! The admin listener (`[admin] listen`), kept apart from the public one:
 //! liveness, readiness (every upstream has a live connection), each
 //! upstream's endpoints and counters (`/upstreams`), and purging the
-//! gateway's response cache by surrogate key.
+//! gateway's response cache by surrogate key, and Prometheus metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -23,6 +23,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(ready))
         .route("/cache/purge", post(purge))
         .route("/upstreams", get(upstreams))
+        .route("/metrics", get(metrics))
         .with_state(gateway)
 }
 
@@ -90,6 +91,12 @@ async fn upstreams(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Valu
         })
         .collect();
     Json(json!({ "upstreams": upstreams }))
+}
+
+/// Prometheus text format of every metric (see [`crate::metrics`]).
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let text = gateway.metrics().render();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,7 @@ pub mod error;
 pub mod headers;
 pub mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod pipeline;
 pub mod plan;
 pub mod response_cache;

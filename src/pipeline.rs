@@ -21,6 +21,7 @@ use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
 use crate::metadata;
+use crate::metrics::{Metrics, Observation, RouteMetrics};
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::path::normalize;
@@ -33,10 +34,20 @@ mod answer;
 
 use answer::{allow, respond, server_timing};
 
-/// The running gateway: the current snapshot, swapped whole on reload.
+/// The running gateway: the current snapshot, swapped whole on reload,
+/// and its metrics, which outlive every snapshot.
 #[derive(Debug)]
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    current: ArcSwap<Current>,
+    metrics: Metrics,
+}
+
+/// A snapshot and its bindings' metric handles, swapped together so a
+/// binding index always finds its own handles.
+#[derive(Debug)]
+struct Current {
+    snapshot: Arc<Snapshot>,
+    routes: RouteMetrics,
 }
 
 // === impl Gateway ===
@@ -44,20 +55,45 @@ pub struct Gateway {
 impl Gateway {
     /// Serves `snapshot`.
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
+        let snapshot = Arc::new(snapshot);
+        let metrics = Metrics::new(snapshot.clone());
+        let routes = metrics.routes(&snapshot);
         Arc::new(Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(Current { snapshot, routes }),
+            metrics,
         })
     }
 
     /// The snapshot requests are served from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.current.load().snapshot.clone()
     }
 
     /// Replaces the snapshot; calls in flight finish on the old one.
     pub fn replace(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        let routes = self.metrics.installed(snapshot.clone());
+        self.current.store(Arc::new(Current { snapshot, routes }));
+        self.metrics.config_reloaded(true);
     }
+
+    /// Its metrics (`/metrics` on the admin listener).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// What the stages learnt about a request, for its metrics and access log.
+#[derive(Debug, Default)]
+struct Observed {
+    /// The binding's index, once the route matched.
+    binding: Option<usize>,
+    /// Time on the upstream call, when this request made one.
+    upstream: Option<std::time::Duration>,
+    /// Request body bytes read.
+    request_bytes: u64,
+    /// Where the gateway cache answered from, if the route uses it.
+    cache: Option<CacheStatus>,
 }
 
 /// The public router: every request goes to [`handle`], behind the edge
@@ -71,15 +107,21 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// The axum handler for every request on the public listener.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
-    let snapshot = gateway.snapshot.load_full();
+    let _in_flight = gateway.metrics.in_flight();
+    let current = gateway.current.load_full();
+    let snapshot = &current.snapshot;
     let request_id = crate::edge::request_id(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let mut response = match serve(&snapshot, request, &request_id, started).await {
+    let mut observed = Observed::default();
+    let mut response = match serve(snapshot, request, &request_id, started, &mut observed).await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
                 tracing::warn!(request_id = ?request_id, %method, path = uri.path(), %error, "request failed");
+            }
+            if let GatewayError::Auth(auth) = &error {
+                gateway.metrics.auth_rejected(auth);
             }
             error.into_response()
         }
@@ -88,6 +130,14 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     response
         .headers_mut()
         .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
+    record(
+        &gateway.metrics,
+        &current.routes,
+        &method,
+        &observed,
+        &response,
+        started,
+    );
     if snapshot.settings.access_log {
         tracing::info!(
             target: "protogate::access",
@@ -101,11 +151,43 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     response
 }
 
+/// Records an answered request's metrics.
+fn record(
+    metrics: &Metrics,
+    routes: &RouteMetrics,
+    method: &Method,
+    observed: &Observed,
+    response: &Response,
+    started: Instant,
+) {
+    let status = response.status();
+    if let Some(cache) = observed.cache {
+        metrics.cache_lookup(cache);
+    }
+    if status == StatusCode::NOT_MODIFIED {
+        metrics.not_modified();
+    }
+    routes.record(
+        method,
+        &Observation {
+            binding: observed.binding,
+            status,
+            total: started.elapsed(),
+            upstream: observed.upstream,
+            request_bytes: observed.request_bytes,
+            response_bytes: http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+        },
+    );
+}
+
 async fn serve(
     snapshot: &Arc<Snapshot>,
     request: Request,
     request_id: &HeaderValue,
     received: Instant,
+    observed: &mut Observed,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
     let limits = &snapshot.settings.limits;
@@ -121,6 +203,7 @@ async fn serve(
         found => found?,
     };
     let plan = snapshot.plans.get(found.binding);
+    observed.binding = Some(found.binding.index());
     let _call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
@@ -139,6 +222,7 @@ async fn serve(
             LimitError::BodyTimeout => deadline_exceeded(deadline),
             other => other.into(),
         })?;
+    observed.request_bytes = body.len() as u64;
     // A credential forwarded upstream makes the answer the caller's own,
     // even on a public route: never shared, never stored for others.
     let personal = identity.is_authenticated()
@@ -206,6 +290,11 @@ async fn serve(
             (entry.answer.clone(), Some(status), age)
         }
     };
+    observed.cache = cache_status;
+    // A stored answer carries the time of the fetch that stored it.
+    if matches!(cache_status, None | Some(CacheStatus::Miss)) {
+        observed.upstream = Some(answer.upstream_time);
+    }
     respond(
         plan,
         &parts,

@@ -8,6 +8,7 @@
 //! private or authenticated answer is never shared.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +82,8 @@ pub struct ResponseCache {
     entries: moka::sync::Cache<String, Arc<Entry>>,
     inflight: Mutex<HashMap<String, Arc<OnceCell<Arc<Entry>>>>>,
     refreshing: Mutex<HashSet<String>>,
+    /// Callers that waited on another's fetch, for metrics.
+    coalesced: AtomicU64,
 }
 
 struct EntryExpiry;
@@ -145,6 +148,7 @@ impl ResponseCache {
             entries,
             inflight: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
+            coalesced: AtomicU64::new(0),
         }
     }
 
@@ -200,6 +204,7 @@ impl ResponseCache {
                 if fetched_here {
                     CacheStatus::Miss
                 } else {
+                    self.coalesced.fetch_add(1, Ordering::Relaxed);
                     CacheStatus::Hit
                 },
             )),
@@ -213,6 +218,17 @@ impl ResponseCache {
                 _ => Err(error),
             },
         }
+    }
+
+    /// Bytes held, as the byte bound counts them.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
+    /// Callers served by waiting on another caller's upstream fetch.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced.load(Ordering::Relaxed)
     }
 
     /// Stores a refreshed answer (background revalidation) and clears the

@@ -69,12 +69,23 @@ const RULES: &[(&str, &[&str])] = &[
             "response_cache",
             "edge",
             "error",
+            "metrics",
             "headers",
         ],
     ),
     (
+        "metrics",
+        &["auth", "response_cache", "snapshot", "upstream"],
+    ),
+    (
         "admin",
-        &["pipeline", "snapshot", "response_cache", "headers"],
+        &[
+            "pipeline",
+            "snapshot",
+            "response_cache",
+            "metrics",
+            "headers",
+        ],
     ),
 ];
 
