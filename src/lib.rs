@@ -41,5 +41,6 @@ pub mod response_cache;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod trace;
 pub mod transcode;
 pub mod upstream;

@@ -313,11 +313,7 @@ impl Metrics {
 
     /// Counts a gateway cache lookup and what it found.
     pub fn cache_lookup(&self, status: CacheStatus) {
-        let result = match status {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Stale => "stale",
-        };
+        let result = status.as_str();
         self.cache_lookups
             .get_or_create(&ResultLabel { result })
             .inc();

@@ -25,8 +25,9 @@ use crate::metrics::{Metrics, Observation, RouteMetrics};
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::path::normalize;
-use crate::route::{RouteError, RouteMatch};
+use crate::route::{BindingId, RouteError, RouteMatch};
 use crate::snapshot::Snapshot;
+use crate::trace::Trace;
 use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
 
@@ -86,14 +87,20 @@ impl Gateway {
 /// What the stages learnt about a request, for its metrics and access log.
 #[derive(Debug, Default)]
 struct Observed {
-    /// The binding's index, once the route matched.
-    binding: Option<usize>,
+    /// The binding, once the route matched.
+    binding: Option<BindingId>,
     /// Time on the upstream call, when this request made one.
     upstream: Option<std::time::Duration>,
+    /// The endpoint that answered this request's call.
+    endpoint: Option<http::uri::Authority>,
+    /// Attempts after the first on this request's call.
+    retries: u32,
     /// Request body bytes read.
     request_bytes: u64,
     /// Where the gateway cache answered from, if the route uses it.
     cache: Option<CacheStatus>,
+    /// The API key's consumer or the token's `sub` (never the credential).
+    consumer: Option<String>,
 }
 
 /// The public router: every request goes to [`handle`], behind the edge
@@ -113,8 +120,17 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     let request_id = crate::edge::request_id(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
+    let trace = Trace::start(request.headers(), snapshot.settings.trust_traceparent);
     let mut observed = Observed::default();
-    let mut response = match serve(snapshot, request, &request_id, started, &mut observed).await {
+    let served = serve(
+        snapshot,
+        request,
+        &request_id,
+        started,
+        &trace,
+        &mut observed,
+    );
+    let mut response = match served.await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
@@ -126,7 +142,9 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
             error.into_response()
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
     response
         .headers_mut()
         .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
@@ -139,16 +157,58 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         started,
     );
     if snapshot.settings.access_log {
-        tracing::info!(
-            target: "protogate::access",
-            %method,
-            path = uri.path(),
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
+        access_log(
+            snapshot,
+            &request_id,
+            &trace,
+            &method,
+            &uri,
+            &observed,
+            &response,
+            started,
         );
     }
     response
+}
+
+/// The access log line (target `protogate::access`): who asked what, how it
+/// went, and where the time went. Never a credential: the caller is named
+/// by its API key's consumer or its token's `sub`.
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    snapshot: &Snapshot,
+    request_id: &HeaderValue,
+    trace: &Trace,
+    method: &Method,
+    uri: &http::Uri,
+    observed: &Observed,
+    response: &Response,
+    started: Instant,
+) {
+    let total = started.elapsed();
+    let upstream = observed.upstream.unwrap_or_default();
+    let plan = observed.binding.map(|b| snapshot.plans.get(b));
+    tracing::info!(
+        target: "protogate::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        %method,
+        route = %plan.map_or_else(|| crate::metrics::UNMATCHED.to_string(), |p| p.template.to_string()),
+        path = uri.path(),
+        status = response.status().as_u16(),
+        request_bytes = observed.request_bytes,
+        response_bytes = http_body::Body::size_hint(response.body()).exact(),
+        total_us = total.as_micros() as u64,
+        upstream_us = observed.upstream.map(|u| u.as_micros() as u64),
+        gateway_us = total.saturating_sub(upstream).as_micros() as u64,
+        upstream = plan.map(|p| &*p.upstream.upstream_name),
+        endpoint = observed.endpoint.as_ref().map(|e| e.as_str()),
+        retries = observed.retries,
+        consumer = observed.consumer.as_deref(),
+        cache = observed.cache.map(CacheStatus::as_str),
+        "request"
+    );
 }
 
 /// Records an answered request's metrics.
@@ -170,7 +230,7 @@ fn record(
     routes.record(
         method,
         &Observation {
-            binding: observed.binding,
+            binding: observed.binding.map(BindingId::index),
             status,
             total: started.elapsed(),
             upstream: observed.upstream,
@@ -187,6 +247,7 @@ async fn serve(
     request: Request,
     request_id: &HeaderValue,
     received: Instant,
+    trace: &Trace,
     observed: &mut Observed,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
@@ -203,7 +264,7 @@ async fn serve(
         found => found?,
     };
     let plan = snapshot.plans.get(found.binding);
-    observed.binding = Some(found.binding.index());
+    observed.binding = Some(found.binding);
     let _call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
@@ -215,6 +276,7 @@ async fn serve(
     let identity = tokio::time::timeout_at(deadline.instant(), plan.auth.check(&parts))
         .await
         .map_err(|_| deadline_exceeded(deadline))??;
+    observed.consumer = identity.consumer.clone().or(identity.subject.clone());
     let body = limits
         .read_body(body, &parts.headers, deadline)
         .await
@@ -238,7 +300,7 @@ async fn serve(
         .filter(|_| plan.cache.gateway_cacheable(&parts.method, personal));
     let call_upstream = || {
         fetch(
-            snapshot, plan, &found, &parts, body, &identity, request_id, deadline,
+            snapshot, plan, &found, &parts, body, &identity, request_id, deadline, trace, observed,
         )
     };
     let (answer, cache_status, age) = match cache {
@@ -291,10 +353,6 @@ async fn serve(
         }
     };
     observed.cache = cache_status;
-    // A stored answer carries the time of the fetch that stored it.
-    if matches!(cache_status, None | Some(CacheStatus::Miss)) {
-        observed.upstream = Some(answer.upstream_time);
-    }
     respond(
         plan,
         &parts,
@@ -344,6 +402,8 @@ async fn fetch(
     identity: &Identity,
     request_id: &HeaderValue,
     deadline: Deadline,
+    trace: &Trace,
+    observed: &mut Observed,
 ) -> Result<Answer, GatewayError> {
     let framed = transcode::request(
         &plan.transcode,
@@ -356,39 +416,44 @@ async fn fetch(
         },
     )?;
     let upstream = &snapshot.upstreams[plan.upstream.upstream];
+    let mut metadata = metadata::upstream(
+        parts,
+        &snapshot.settings.forwarding,
+        request_id,
+        identity,
+        plan.auth.forward_authorization,
+    );
+    trace.propagate(&mut metadata);
     let call = UnaryRequest {
         path: plan.upstream.grpc_path.clone(),
         framed,
-        metadata: metadata::upstream(
-            parts,
-            &snapshot.settings.forwarding,
-            request_id,
-            identity,
-            plan.auth.forward_authorization,
-        ),
+        metadata,
     };
     let called = Instant::now();
-    let reply = upstream
-        .call(call, &plan.upstream, deadline)
-        .await
-        .map_err(|e| match e {
-            CallError::Status { status, metadata } => {
-                let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-                let allowlist = &snapshot.settings.forwarding.response;
-                metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-                if rendered.code == tonic::Code::NotFound
-                    && let Some(control) = plan.cache.not_found()
-                {
-                    // The route opted into a short negative cache for 404s.
-                    rendered
-                        .headers
-                        .insert(header::CACHE_CONTROL, control.clone());
-                }
-                GatewayError::Upstream(Box::new(rendered))
+    let reply = upstream.call(call, &plan.upstream, deadline).await;
+    observed.upstream = Some(called.elapsed());
+    if let Ok(reply) = &reply {
+        observed.endpoint.clone_from(&reply.endpoint);
+        observed.retries = reply.retries;
+    }
+    let reply = reply.map_err(|e| match e {
+        CallError::Status { status, metadata } => {
+            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
+            let allowlist = &snapshot.settings.forwarding.response;
+            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+            if rendered.code == tonic::Code::NotFound
+                && let Some(control) = plan.cache.not_found()
+            {
+                // The route opted into a short negative cache for 404s.
+                rendered
+                    .headers
+                    .insert(header::CACHE_CONTROL, control.clone());
             }
-            CallError::Transport(t) => GatewayError::Transport(t),
-            CallError::DeadlineExceeded => deadline_exceeded(deadline),
-        })?;
+            GatewayError::Upstream(Box::new(rendered))
+        }
+        CallError::Transport(t) => GatewayError::Transport(t),
+        CallError::DeadlineExceeded => deadline_exceeded(deadline),
+    })?;
     let upstream_time = called.elapsed();
     let reply_body = transcode::response(&plan.transcode, reply.message)?;
     let mut headers = HeaderMap::new();
@@ -435,6 +500,10 @@ async fn refetch(
         &identity,
         request_id,
         deadline,
+        // A background refresh is no client's request: a trace of its own,
+        // and nothing to report.
+        &Trace::start(&HeaderMap::new(), false),
+        &mut Observed::default(),
     )
     .await
 }

@@ -107,6 +107,19 @@ impl std::fmt::Debug for ResponseCache {
     }
 }
 
+// === impl CacheStatus ===
+
+impl CacheStatus {
+    /// Its name in `x-cache`, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
+    }
+}
+
 // === impl Entry ===
 
 impl Entry {

@@ -61,6 +61,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Log one line per request.
     pub access_log: bool,
+    /// Continue a client's `traceparent` rather than start a fresh trace.
+    pub trust_traceparent: bool,
 }
 
 /// A compiled configuration whose upstreams are not dialled yet.

@@ -70,9 +70,11 @@ const RULES: &[(&str, &[&str])] = &[
             "edge",
             "error",
             "metrics",
+            "trace",
             "headers",
         ],
     ),
+    ("trace", &["headers"]),
     (
         "metrics",
         &["auth", "response_cache", "snapshot", "upstream"],

@@ -90,6 +90,9 @@ pub struct ServerSection {
     pub trusted_proxy_hops: usize,
     /// Log one line per request at info level.
     pub access_log: bool,
+    /// Continue a client's W3C `traceparent` (else every request starts a
+    /// fresh trace and the client's `tracestate` is dropped).
+    pub trust_traceparent: bool,
     /// HTTP/2 streams a client may reset before the gateway accepted them
     /// (rapid reset); past it the connection gets GOAWAY (ENHANCE_YOUR_CALM).
     pub http2_max_pending_accept_reset_streams: usize,
@@ -463,6 +466,7 @@ impl Default for ServerSection {
             max_connections: 10_000,
             trusted_proxy_hops: 0,
             access_log: true,
+            trust_traceparent: true,
             // h2's own default, made explicit.
             http2_max_pending_accept_reset_streams: 20,
             // hyper's own default (RUSTSEC-2024-0003), made explicit.

@@ -67,6 +67,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
         },
         admin: file.admin.as_ref().map(|a| a.listen),
         access_log: server.access_log,
+        trust_traceparent: server.trust_traceparent,
     }
 }
 
