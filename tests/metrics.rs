@@ -302,3 +302,74 @@ fn refusing_addr() -> (socket2::Socket, std::net::SocketAddr) {
         .expect("an IP address");
     (socket, addr)
 }
+
+/// Every `protogate_*` name in `text`, without histogram sample suffixes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("protogate_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_readme_name_only_metrics_the_gateway_exports() {
+    let echo = spawn_scripted(pool(), Reply::Echo).await;
+    let (_refusing, down) = refusing_addr();
+    let toml = mixed_toml(echo.addr, down);
+    let gateway = spawn_gateway(&toml).await;
+    let admin = spawn_admin(&gateway).await;
+    // One of each: a cached answer, a refusal, a reload.
+    assert_eq!(
+        get(format!("{}/v1/echo?stringValue=c", gateway.base), None).await,
+        200
+    );
+    assert_eq!(get(format!("{}/v1/shelves", gateway.base), None).await, 401);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, toml.replace("{proto}", PROTO_DIR)).expect("write");
+    gateway.gateway.replace(compile_snapshot(&path).await);
+
+    let text = client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["examples/grafana-dashboard.json", "README.md"] {
+        let named = metric_names(&std::fs::read_to_string(format!("{root}/{file}")).expect("read"));
+        assert!(!named.is_empty(), "{file} names no metric");
+        let unknown: Vec<_> = named.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names {unknown:?}, not exported:\n{text}"
+        );
+    }
+    let documented =
+        metric_names(&std::fs::read_to_string(format!("{root}/README.md")).expect("read"));
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "README.md does not list {undocumented:?}"
+    );
+}
