@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 
+use std::time::SystemTime;
+
 use tokio::time::Instant;
 
 use crate::auth::Identity;
@@ -27,7 +29,7 @@ use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::path::normalize;
 use crate::route::{BindingId, RouteError, RouteMatch};
 use crate::snapshot::Snapshot;
-use crate::trace::Trace;
+use crate::trace::{Exporter, FinishedSpan, Trace};
 use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
 
@@ -41,6 +43,9 @@ use answer::{allow, respond, server_timing};
 pub struct Gateway {
     current: ArcSwap<Current>,
     metrics: Metrics,
+    /// Request spans to the OTLP collector, when `[tracing]` names one
+    /// (set at start; a reload does not change it).
+    spans: Option<Exporter>,
 }
 
 /// A snapshot and its bindings' metric handles, swapped together so a
@@ -59,9 +64,11 @@ impl Gateway {
         let snapshot = Arc::new(snapshot);
         let metrics = Metrics::new(snapshot.clone());
         let routes = metrics.routes(&snapshot);
+        let spans = snapshot.settings.otlp.as_ref().map(Exporter::start);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(Current { snapshot, routes }),
             metrics,
+            spans,
         })
     }
 
@@ -114,6 +121,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// The axum handler for every request on the public listener.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
+    let wall_start = gateway.spans.as_ref().map(|_| SystemTime::now());
     let _in_flight = gateway.metrics.in_flight();
     let current = gateway.current.load_full();
     let snapshot = &current.snapshot;
@@ -156,6 +164,19 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         &response,
         started,
     );
+    if let (Some(spans), Some(start)) = (&gateway.spans, wall_start) {
+        spans.record(FinishedSpan {
+            trace,
+            route: route_name(snapshot, &observed),
+            method: method.to_string(),
+            status: response.status().as_u16(),
+            upstream: observed
+                .binding
+                .map(|b| snapshot.plans.get(b).upstream.upstream_name.to_string()),
+            start,
+            end: SystemTime::now(),
+        });
+    }
     if snapshot.settings.access_log {
         access_log(
             snapshot,
@@ -194,7 +215,7 @@ fn access_log(
         trace_id = %trace.trace_id(),
         span_id = %trace.span_id(),
         %method,
-        route = %plan.map_or_else(|| crate::metrics::UNMATCHED.to_string(), |p| p.template.to_string()),
+        route = %route_name(snapshot, observed),
         path = uri.path(),
         status = response.status().as_u16(),
         request_bytes = observed.request_bytes,
@@ -209,6 +230,14 @@ fn access_log(
         cache = observed.cache.map(CacheStatus::as_str),
         "request"
     );
+}
+
+/// The matched binding's path template, or `unmatched`.
+fn route_name(snapshot: &Snapshot, observed: &Observed) -> String {
+    observed.binding.map_or_else(
+        || crate::metrics::UNMATCHED.to_string(),
+        |b| snapshot.plans.get(b).template.to_string(),
+    )
 }
 
 /// Records an answered request's metrics.

@@ -1,13 +1,18 @@
 //! W3C Trace Context (`traceparent` / `tracestate`): each request is a span
 //! of a trace — the client's, when it sent a valid `traceparent` and
 //! `[server] trust_traceparent` is on, or a fresh one — and the upstream
-//! call carries a `traceparent` whose parent is the gateway's span.
+//! call carries a `traceparent` whose parent is the gateway's span. With
+//! `[tracing] otlp_endpoint`, each request's span is exported ([`Exporter`]).
+
+mod otlp;
 
 use std::fmt;
 
 use http::{HeaderMap, HeaderValue};
 
 use crate::headers::{TRACEPARENT, TRACESTATE};
+
+pub use otlp::{Exporter, FinishedSpan, OtlpSettings};
 
 /// The trace a request belongs to and the gateway's span in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,6 +37,7 @@ const RULES: &[(&str, &[&str])] = &[
             "response_cache",
             "server",
             "edge",
+            "trace",
             "headers",
         ],
     ),

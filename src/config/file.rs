@@ -54,6 +54,32 @@ pub struct RoutesFile {
     pub response_cache: ResponseCacheSection,
     /// The admin listener (health, cache purge).
     pub admin: Option<AdminSection>,
+    /// Exporting request spans over OTLP.
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `[tracing]`: each request's span exported over OTLP/gRPC; off without
+/// an endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// The collector, `http://host:4317` (plaintext OTLP/gRPC).
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Finished spans held for export; beyond it new spans are dropped.
+    pub max_queued_spans: usize,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: None,
+            max_queued_spans: 4096,
+            service_name: "protogate".into(),
+        }
+    }
 }
 
 /// `[server]`.
