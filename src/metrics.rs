@@ -256,27 +256,18 @@ impl Metrics {
             .iter()
             .map(|plan| {
                 let route: Arc<str> = plan.template.to_string().into();
-                self.binding(&route, method_label(&plan.http_method))
+                BindingMetrics::new(&route, method_label(&plan.http_method))
             })
             .collect();
         let unmatched: Arc<str> = UNMATCHED.into();
         let unmatched = METHODS
             .iter()
-            .map(|&m| (m, self.binding(&unmatched, m)))
+            .map(|&m| (m, BindingMetrics::new(&unmatched, m)))
             .collect();
         RouteMetrics {
             families: self.request_families.clone(),
             bindings,
             unmatched,
-        }
-    }
-
-    fn binding(&self, route: &Arc<str>, method: &'static str) -> BindingMetrics {
-        BindingMetrics {
-            route: route.clone(),
-            method,
-            by_class: Default::default(),
-            per_route: OnceLock::new(),
         }
     }
 
@@ -335,6 +326,20 @@ impl Metrics {
             tracing::error!(%error, "metrics encoding failed");
         }
         text
+    }
+}
+
+// === impl BindingMetrics ===
+
+impl BindingMetrics {
+    /// Empty slots; handles are looked up on first use.
+    fn new(route: &Arc<str>, method: &'static str) -> BindingMetrics {
+        BindingMetrics {
+            route: route.clone(),
+            method,
+            by_class: Default::default(),
+            per_route: OnceLock::new(),
+        }
     }
 }
 

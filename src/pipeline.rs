@@ -5,6 +5,7 @@
 //! its own error; [`crate::error`] alone turns a failure into an HTTP answer.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -13,8 +14,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
-
-use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -459,31 +458,35 @@ async fn fetch(
         metadata,
     };
     let called = Instant::now();
-    let reply = upstream.call(call, &plan.upstream, deadline).await;
-    observed.upstream = Some(called.elapsed());
-    if let Ok(reply) = &reply {
-        observed.endpoint.clone_from(&reply.endpoint);
-        observed.retries = reply.retries;
-    }
-    let reply = reply.map_err(|e| match e {
-        CallError::Status { status, metadata } => {
-            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-            let allowlist = &snapshot.settings.forwarding.response;
-            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-            if rendered.code == tonic::Code::NotFound
-                && let Some(control) = plan.cache.not_found()
-            {
-                // The route opted into a short negative cache for 404s.
-                rendered
-                    .headers
-                    .insert(header::CACHE_CONTROL, control.clone());
+    let reply = upstream
+        .call(call, &plan.upstream, deadline)
+        .await
+        .inspect(|reply| {
+            observed.endpoint.clone_from(&reply.endpoint);
+            observed.retries = reply.retries;
+        })
+        // A failed call's time counts too (a 503's latency is the upstream's).
+        .inspect_err(|_| observed.upstream = Some(called.elapsed()))
+        .map_err(|e| match e {
+            CallError::Status { status, metadata } => {
+                let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
+                let allowlist = &snapshot.settings.forwarding.response;
+                metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+                if rendered.code == tonic::Code::NotFound
+                    && let Some(control) = plan.cache.not_found()
+                {
+                    // The route opted into a short negative cache for 404s.
+                    rendered
+                        .headers
+                        .insert(header::CACHE_CONTROL, control.clone());
+                }
+                GatewayError::Upstream(Box::new(rendered))
             }
-            GatewayError::Upstream(Box::new(rendered))
-        }
-        CallError::Transport(t) => GatewayError::Transport(t),
-        CallError::DeadlineExceeded => deadline_exceeded(deadline),
-    })?;
+            CallError::Transport(t) => GatewayError::Transport(t),
+            CallError::DeadlineExceeded => deadline_exceeded(deadline),
+        })?;
     let upstream_time = called.elapsed();
+    observed.upstream = Some(upstream_time);
     let reply_body = transcode::response(&plan.transcode, reply.message)?;
     let mut headers = HeaderMap::new();
     metadata::downstream(
