@@ -3,14 +3,15 @@
 //! upstream's endpoints and counters (`/upstreams`), purging the
 //! gateway's response cache by surrogate key, the compiled route table
 //! (`/routes`), the effective configuration without secrets (`/config`),
-//! and `POST /reload` (the same reload as SIGHUP).
+//! `POST /reload` (the same reload as SIGHUP), and Prometheus metrics
+//! (`/metrics`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::future::BoxFuture;
@@ -29,6 +30,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/upstreams", get(upstreams))
         .route("/routes", get(routes))
         .route("/config", get(config))
+        .route("/metrics", get(metrics))
         .with_state(gateway)
 }
 
@@ -219,6 +221,12 @@ async fn upstreams(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Valu
         })
         .collect();
     Json(json!({ "upstreams": upstreams }))
+}
+
+/// Prometheus text format of every metric (see [`crate::metrics`]).
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let text = gateway.metrics().render();
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[derive(Debug, Deserialize)]

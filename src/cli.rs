@@ -526,6 +526,7 @@ pub async fn reload_with_report(
 ) -> Result<ConfigDiff, String> {
     let _one_at_a_time = RELOADING.lock().await;
     let compiled = compile_file(path, true).inspect_err(|_| {
+        gateway.metrics().config_reloaded(false);
         tracing::error!("reload failed; still serving the previous configuration");
     })?;
     let previous = gateway.snapshot();

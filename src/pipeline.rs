@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::Router;
@@ -23,11 +24,13 @@ use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
 use crate::metadata;
+use crate::metrics::{Metrics, Observation, RouteMetrics};
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::path::normalize;
-use crate::route::{RouteError, RouteMatch};
+use crate::route::{BindingId, RouteError, RouteMatch};
 use crate::snapshot::Snapshot;
+use crate::trace::{Exporter, FinishedSpan, Trace};
 use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
 
@@ -35,12 +38,25 @@ mod answer;
 
 use answer::{allow, respond, server_timing};
 
-/// The running gateway: the current snapshot, swapped whole on reload.
+/// The running gateway: the current snapshot, swapped whole on reload,
+/// and its metrics, which outlive every snapshot.
 #[derive(Debug)]
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    current: ArcSwap<Current>,
+    metrics: Metrics,
+    /// Request spans to the OTLP collector, when `[tracing]` names one
+    /// (set at start; a reload does not change it).
+    spans: Option<Exporter>,
     /// Set by a shutdown signal: readiness answers 503 from then on.
     draining: AtomicBool,
+}
+
+/// A snapshot and its bindings' metric handles, swapped together so a
+/// binding index always finds its own handles.
+#[derive(Debug)]
+struct Current {
+    snapshot: Arc<Snapshot>,
+    routes: RouteMetrics,
 }
 
 // === impl Gateway ===
@@ -48,8 +64,14 @@ pub struct Gateway {
 impl Gateway {
     /// Serves `snapshot`.
     pub fn new(snapshot: Snapshot) -> Arc<Gateway> {
+        let snapshot = Arc::new(snapshot);
+        let metrics = Metrics::new(snapshot.clone());
+        let routes = metrics.routes(&snapshot);
+        let spans = snapshot.settings.otlp.as_ref().map(Exporter::start);
         Arc::new(Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(Current { snapshot, routes }),
+            metrics,
+            spans,
             draining: AtomicBool::new(false),
         })
     }
@@ -67,13 +89,40 @@ impl Gateway {
 
     /// The snapshot requests are served from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.current.load().snapshot.clone()
     }
 
     /// Replaces the snapshot; calls in flight finish on the old one.
     pub fn replace(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        let routes = self.metrics.installed(snapshot.clone());
+        self.current.store(Arc::new(Current { snapshot, routes }));
+        self.metrics.config_reloaded(true);
     }
+
+    /// Its metrics (`/metrics` on the admin listener).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// What the stages learnt about a request, for its metrics and access log.
+#[derive(Debug, Default)]
+struct Observed {
+    /// The binding, once the route matched.
+    binding: Option<BindingId>,
+    /// Time on the upstream call, when this request made one.
+    upstream: Option<std::time::Duration>,
+    /// The endpoint that answered this request's call.
+    endpoint: Option<http::uri::Authority>,
+    /// Attempts after the first on this request's call.
+    retries: u32,
+    /// Request body bytes read.
+    request_bytes: u64,
+    /// Where the gateway cache answered from, if the route uses it.
+    cache: Option<CacheStatus>,
+    /// The API key's consumer or the token's `sub` (never the credential).
+    consumer: Option<String>,
 }
 
 /// The public router: every request goes to [`handle`], behind the edge
@@ -110,7 +159,7 @@ async fn through_edge(State(edge): State<EdgeRouter>, request: Request) -> Respo
 
 impl EdgeRouter {
     fn current(&self) -> Router {
-        let snapshot = self.gateway.snapshot.load();
+        let snapshot = self.gateway.snapshot();
         if let Some(built) = &*self.built.load()
             && std::ptr::eq(built.snapshot.as_ptr(), Arc::as_ptr(&snapshot))
         {
@@ -129,34 +178,154 @@ impl EdgeRouter {
 /// The axum handler for every request on the public listener.
 pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
     let started = Instant::now();
-    let snapshot = gateway.snapshot.load_full();
+    let wall_start = gateway.spans.as_ref().map(|_| SystemTime::now());
+    let _in_flight = gateway.metrics.in_flight();
+    let current = gateway.current.load_full();
+    let snapshot = &current.snapshot;
     let request_id = crate::edge::request_id(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
-    let mut response = match serve(&snapshot, request, &request_id, started).await {
+    let trace = Trace::start(request.headers(), snapshot.settings.trust_traceparent);
+    let mut observed = Observed::default();
+    let served = serve(
+        snapshot,
+        request,
+        &request_id,
+        started,
+        &trace,
+        &mut observed,
+    );
+    let mut response = match served.await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
                 tracing::warn!(request_id = ?request_id, %method, path = uri.path(), %error, "request failed");
             }
+            if let GatewayError::Auth(auth) = &error {
+                gateway.metrics.auth_rejected(auth);
+            }
             error.into_response()
         }
     };
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
     response
         .headers_mut()
         .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
+    record(
+        &gateway.metrics,
+        &current.routes,
+        &method,
+        &observed,
+        &response,
+        started,
+    );
+    if let (Some(spans), Some(start)) = (&gateway.spans, wall_start) {
+        spans.record(FinishedSpan {
+            trace,
+            route: route_name(snapshot, &observed),
+            method: method.to_string(),
+            status: response.status().as_u16(),
+            upstream: observed
+                .binding
+                .map(|b| snapshot.plans.get(b).upstream.upstream_name.to_string()),
+            start,
+            end: SystemTime::now(),
+        });
+    }
     if snapshot.settings.access_log {
-        tracing::info!(
-            target: "protogate::access",
-            %method,
-            path = uri.path(),
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
+        access_log(
+            snapshot,
+            &request_id,
+            &trace,
+            &method,
+            &uri,
+            &observed,
+            &response,
+            started,
         );
     }
     response
+}
+
+/// The access log line (target `protogate::access`): who asked what, how it
+/// went, and where the time went. Never a credential: the caller is named
+/// by its API key's consumer or its token's `sub`.
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    snapshot: &Snapshot,
+    request_id: &HeaderValue,
+    trace: &Trace,
+    method: &Method,
+    uri: &http::Uri,
+    observed: &Observed,
+    response: &Response,
+    started: Instant,
+) {
+    let total = started.elapsed();
+    let upstream = observed.upstream.unwrap_or_default();
+    let plan = observed.binding.map(|b| snapshot.plans.get(b));
+    tracing::info!(
+        target: "protogate::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        %method,
+        route = %route_name(snapshot, observed),
+        path = uri.path(),
+        status = response.status().as_u16(),
+        request_bytes = observed.request_bytes,
+        response_bytes = http_body::Body::size_hint(response.body()).exact(),
+        total_us = total.as_micros() as u64,
+        upstream_us = observed.upstream.map(|u| u.as_micros() as u64),
+        gateway_us = total.saturating_sub(upstream).as_micros() as u64,
+        upstream = plan.map(|p| &*p.upstream.upstream_name),
+        endpoint = observed.endpoint.as_ref().map(|e| e.as_str()),
+        retries = observed.retries,
+        consumer = observed.consumer.as_deref(),
+        cache = observed.cache.map(CacheStatus::as_str),
+        "request"
+    );
+}
+
+/// The matched binding's path template, or `unmatched`.
+fn route_name(snapshot: &Snapshot, observed: &Observed) -> String {
+    observed.binding.map_or_else(
+        || crate::metrics::UNMATCHED.to_string(),
+        |b| snapshot.plans.get(b).template.to_string(),
+    )
+}
+
+/// Records an answered request's metrics.
+fn record(
+    metrics: &Metrics,
+    routes: &RouteMetrics,
+    method: &Method,
+    observed: &Observed,
+    response: &Response,
+    started: Instant,
+) {
+    let status = response.status();
+    if let Some(cache) = observed.cache {
+        metrics.cache_lookup(cache);
+    }
+    if status == StatusCode::NOT_MODIFIED {
+        metrics.not_modified();
+    }
+    routes.record(
+        method,
+        &Observation {
+            binding: observed.binding.map(BindingId::index),
+            status,
+            total: started.elapsed(),
+            upstream: observed.upstream,
+            request_bytes: observed.request_bytes,
+            response_bytes: http_body::Body::size_hint(response.body())
+                .exact()
+                .unwrap_or(0),
+        },
+    );
 }
 
 async fn serve(
@@ -164,6 +333,8 @@ async fn serve(
     request: Request,
     request_id: &HeaderValue,
     received: Instant,
+    trace: &Trace,
+    observed: &mut Observed,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
     let limits = &snapshot.settings.limits;
@@ -179,6 +350,7 @@ async fn serve(
         found => found?,
     };
     let plan = snapshot.plans.get(found.binding);
+    observed.binding = Some(found.binding);
     let _call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
@@ -190,6 +362,7 @@ async fn serve(
     let identity = tokio::time::timeout_at(deadline.instant(), plan.auth.check(&parts))
         .await
         .map_err(|_| deadline_exceeded(deadline))??;
+    observed.consumer = identity.consumer.clone().or(identity.subject.clone());
     let body = limits
         .read_body(body, &parts.headers, deadline)
         .await
@@ -197,6 +370,7 @@ async fn serve(
             LimitError::BodyTimeout => deadline_exceeded(deadline),
             other => other.into(),
         })?;
+    observed.request_bytes = body.len() as u64;
     // A credential forwarded upstream makes the answer the caller's own,
     // even on a public route: never shared, never stored for others.
     let personal = identity.is_authenticated()
@@ -212,7 +386,7 @@ async fn serve(
         .filter(|_| plan.cache.gateway_cacheable(&parts.method, personal));
     let call_upstream = || {
         fetch(
-            snapshot, plan, &found, &parts, body, &identity, request_id, deadline,
+            snapshot, plan, &found, &parts, body, &identity, request_id, deadline, trace, observed,
         )
     };
     let (answer, cache_status, age) = match cache {
@@ -264,6 +438,7 @@ async fn serve(
             (entry.answer.clone(), Some(status), age)
         }
     };
+    observed.cache = cache_status;
     respond(
         plan,
         &parts,
@@ -313,6 +488,8 @@ async fn fetch(
     identity: &Identity,
     request_id: &HeaderValue,
     deadline: Deadline,
+    trace: &Trace,
+    observed: &mut Observed,
 ) -> Result<Answer, GatewayError> {
     let framed = transcode::request(
         &plan.transcode,
@@ -325,21 +502,29 @@ async fn fetch(
         },
     )?;
     let upstream = &snapshot.upstreams[plan.upstream.upstream];
+    let mut metadata = metadata::upstream(
+        parts,
+        &snapshot.settings.forwarding,
+        request_id,
+        identity,
+        plan.auth.forward_authorization,
+    );
+    trace.propagate(&mut metadata);
     let call = UnaryRequest {
         path: plan.upstream.grpc_path.clone(),
         framed,
-        metadata: metadata::upstream(
-            parts,
-            &snapshot.settings.forwarding,
-            request_id,
-            identity,
-            plan.auth.forward_authorization,
-        ),
+        metadata,
     };
     let called = Instant::now();
     let reply = upstream
         .call(call, &plan.upstream, deadline)
         .await
+        .inspect(|reply| {
+            observed.endpoint.clone_from(&reply.endpoint);
+            observed.retries = reply.retries;
+        })
+        // A failed call's time counts too (a 503's latency is the upstream's).
+        .inspect_err(|_| observed.upstream = Some(called.elapsed()))
         .map_err(|e| match e {
             CallError::Status { status, metadata } => {
                 let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
@@ -359,6 +544,7 @@ async fn fetch(
             CallError::DeadlineExceeded => deadline_exceeded(deadline),
         })?;
     let upstream_time = called.elapsed();
+    observed.upstream = Some(upstream_time);
     let reply_body = transcode::response(&plan.transcode, reply.message)?;
     let mut headers = HeaderMap::new();
     metadata::downstream(
@@ -404,6 +590,10 @@ async fn refetch(
         &identity,
         request_id,
         deadline,
+        // A background refresh is no client's request: a trace of its own,
+        // and nothing to report.
+        &Trace::start(&HeaderMap::new(), false),
+        &mut Observed::default(),
     )
     .await
 }

@@ -8,6 +8,7 @@
 //! private or authenticated answer is never shared.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ pub struct ResponseCache {
     inflight: Mutex<HashMap<String, Arc<OnceCell<Arc<Entry>>>>>,
     refreshing: Mutex<HashSet<String>>,
     max_bytes: u64,
+    /// Callers that waited on another's fetch, for metrics.
+    coalesced: AtomicU64,
 }
 
 struct EntryExpiry;
@@ -102,6 +105,19 @@ impl std::fmt::Debug for ResponseCache {
         f.debug_struct("ResponseCache")
             .field("entries", &self.entries.entry_count())
             .finish()
+    }
+}
+
+// === impl CacheStatus ===
+
+impl CacheStatus {
+    /// Its name in `x-cache`, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+        }
     }
 }
 
@@ -147,6 +163,7 @@ impl ResponseCache {
             inflight: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
             max_bytes,
+            coalesced: AtomicU64::new(0),
         }
     }
 
@@ -207,6 +224,7 @@ impl ResponseCache {
                 if fetched_here {
                     CacheStatus::Miss
                 } else {
+                    self.coalesced.fetch_add(1, Ordering::Relaxed);
                     CacheStatus::Hit
                 },
             )),
@@ -220,6 +238,17 @@ impl ResponseCache {
                 _ => Err(error),
             },
         }
+    }
+
+    /// Bytes held, as the byte bound counts them.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
+    /// Callers served by waiting on another caller's upstream fetch.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced.load(Ordering::Relaxed)
     }
 
     /// Stores a refreshed answer (background revalidation) and clears the

@@ -63,6 +63,10 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// Log one line per request.
     pub access_log: bool,
+    /// Continue a client's `traceparent` rather than start a fresh trace.
+    pub trust_traceparent: bool,
+    /// Where request spans are exported, if anywhere.
+    pub otlp: Option<crate::trace::OtlpSettings>,
 }
 
 /// A compiled configuration whose upstreams are not dialled yet.

@@ -184,7 +184,10 @@ impl Upstream {
                 .attempt(&request, deadline, attempt, avoid.as_ref())
                 .await
             {
-                Ok(reply) => return Ok(reply),
+                Ok(mut reply) => {
+                    reply.retries = attempt;
+                    return Ok(reply);
+                }
                 Err((failed, endpoint)) => {
                     avoid = endpoint.or(avoid);
                     failed
@@ -249,7 +252,13 @@ impl Upstream {
         if let Some(outcome) = outcome(&result) {
             self.pool.record(&endpoint, outcome);
         }
-        result.map_err(|failed| (failed, Some(endpoint)))
+        match result {
+            Ok(mut reply) => {
+                reply.endpoint = Some(endpoint.authority().clone());
+                Ok(reply)
+            }
+            Err(failed) => Err((failed, Some(endpoint))),
+        }
     }
 
     /// Whether a failed attempt is tried again, and how.

@@ -90,6 +90,7 @@ fixtures! {
     unknown_upstream_is_reported_with_a_did_you_mean_hint => "unknown_upstream",
     upstream_without_endpoints_is_reported_at_its_table => "upstream_without_endpoints",
     endpoint_without_scheme_or_port_is_reported_at_each_endpoint => "bad_endpoint_url",
+    otlp_endpoint_that_is_not_plain_http_is_reported_at_the_value => "bad_otlp_endpoint",
     zero_connections_is_reported_at_the_value => "zero_connections",
     route_without_auth_policy_is_an_error => "missing_auth_policy",
     unknown_auth_provider_is_reported => "unknown_auth_provider",

@@ -171,7 +171,7 @@ async fn request_id_is_echoed_on_errors_too() {
 }
 
 #[tokio::test]
-async fn trace_context_is_forwarded_verbatim() {
+async fn trace_context_continues_with_the_gateway_span_as_parent() {
     let (scripted, gateway) = echo_gateway("").await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
@@ -182,7 +182,19 @@ async fn trace_context_is_forwarded_verbatim() {
     .await;
     assert_eq!(response.status(), 200);
     let headers = only_call_headers(&scripted);
-    assert_eq!(values(&headers, "traceparent"), [traceparent]);
+    let sent = values(&headers, "traceparent");
+    let [sent] = sent.as_slice() else {
+        panic!("one traceparent: {sent:?}")
+    };
+    // Same trace and flags; the parent is now the gateway's own span.
+    let fields: Vec<&str> = sent.split('-').collect();
+    assert_eq!(fields.len(), 4, "{sent}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    );
+    assert_eq!(fields[2].len(), 16, "{sent}");
+    assert_ne!(fields[2], "00f067aa0ba902b7", "{sent}");
     assert_eq!(values(&headers, "tracestate"), [tracestate]);
 }
 

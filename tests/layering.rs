@@ -37,6 +37,7 @@ const RULES: &[(&str, &[&str])] = &[
             "response_cache",
             "server",
             "edge",
+            "trace",
             "headers",
         ],
     ),
@@ -69,12 +70,25 @@ const RULES: &[(&str, &[&str])] = &[
             "response_cache",
             "edge",
             "error",
+            "metrics",
+            "trace",
             "headers",
         ],
     ),
+    ("trace", &["headers"]),
+    (
+        "metrics",
+        &["auth", "response_cache", "snapshot", "upstream"],
+    ),
     (
         "admin",
-        &["pipeline", "snapshot", "response_cache", "headers"],
+        &[
+            "pipeline",
+            "snapshot",
+            "response_cache",
+            "metrics",
+            "headers",
+        ],
     ),
 ];
 

@@ -1,5 +1,8 @@
 //! The real binary's logs: without a terminal on stderr (a pipe, a file, a
-//! log collector) they carry no ANSI colour codes.
+//! log collector) they carry no ANSI colour codes; the access log line
+//! carries every field an operator needs, as JSON with `--log-format json`.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -80,4 +83,135 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         seen.iter().all(|l| !l.contains('\u{1b}')),
         "ANSI escape codes in a piped log: {seen:?}"
     );
+}
+
+/// sha256("test"): the API key the caller sends.
+const KEY_SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// A client's W3C traceparent.
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test]
+async fn the_json_access_log_names_route_consumer_trace_and_timings_but_never_the_key() {
+    use tokio::io::AsyncBufReadExt;
+
+    let echo = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("routes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[proto]
+files = ["testing/v1/everything.proto"]
+include = ['{proto}']
+
+[upstreams.echo]
+endpoints = ["http://{addr}"]
+connections = 1
+
+[auth.api_keys]
+source = {{ header = "x-api-key" }}
+keys = [{{ consumer = "partner-a", sha256 = "{KEY_SHA256}" }}]
+
+[[routes]]
+service = "testing.v1.EverythingService"
+upstream = "echo"
+auth = "api_key"
+"#,
+            proto = support::PROTO_DIR,
+            addr = echo.addr,
+        ),
+    )
+    .expect("write routes.toml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start protogate");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // Every line is JSON; waits are bounded by the child's own output.
+    let mut next_json = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line within 30 s")
+            .expect("read stderr")
+            .expect("protogate still running");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let listen = loop {
+        let line = next_json().await;
+        if line["fields"]["message"] == "protogate listening" {
+            break line["fields"]["listen"]
+                .as_str()
+                .expect("listen")
+                .to_string();
+        }
+    };
+
+    let response = reqwest::Client::new()
+        .get(format!("http://{listen}/v1/echo?stringValue=hi"))
+        .header("x-api-key", "test")
+        .header(
+            "traceparent",
+            format!("00-{CLIENT_TRACE}-00f067aa0ba902b7-01"),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let access = loop {
+        let line = next_json().await;
+        if line["target"] == "protogate::access" {
+            break line;
+        }
+    };
+    let fields = &access["fields"];
+    assert_eq!(fields["request_id"], request_id.as_str());
+    assert_eq!(fields["trace_id"], CLIENT_TRACE);
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["route"], "/v1/echo");
+    assert_eq!(fields["path"], "/v1/echo");
+    assert_eq!(fields["status"], 200);
+    assert_eq!(fields["response_bytes"], r#"{"stringValue":"hi"}"#.len());
+    assert_eq!(fields["upstream"], "echo");
+    assert_eq!(fields["endpoint"], echo.addr.to_string());
+    assert_eq!(fields["retries"], 0);
+    assert_eq!(fields["consumer"], "partner-a");
+    let micros = |name: &str| {
+        fields[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {access}"))
+    };
+    assert!(micros("upstream_us") > 0);
+    assert!(micros("total_us") >= micros("upstream_us"));
+    micros("gateway_us");
+    assert!(
+        !access.to_string().contains("\"test\""),
+        "the API key is never logged: {access}"
+    );
+
+    // The upstream's traceparent continues the client's trace, with the
+    // gateway's span (the one logged) as its parent.
+    let calls = echo.calls();
+    let sent = calls[0].headers["traceparent"].to_str().expect("ascii");
+    assert_eq!(
+        sent,
+        format!(
+            "00-{CLIENT_TRACE}-{}-01",
+            fields["span_id"].as_str().expect("span_id")
+        )
+    );
+    assert_ne!(fields["span_id"], "00f067aa0ba902b7");
+    child.kill().await.expect("kill");
 }

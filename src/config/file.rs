@@ -54,6 +54,32 @@ pub struct RoutesFile {
     pub response_cache: ResponseCacheSection,
     /// The admin listener (health, cache purge).
     pub admin: Option<AdminSection>,
+    /// Exporting request spans over OTLP.
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `[tracing]`: each request's span exported over OTLP/gRPC; off without
+/// an endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSection {
+    /// The collector, `http://host:4317` (plaintext OTLP/gRPC).
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Finished spans held for export; beyond it new spans are dropped.
+    pub max_queued_spans: usize,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TracingSection {
+    fn default() -> Self {
+        TracingSection {
+            otlp_endpoint: None,
+            max_queued_spans: 4096,
+            service_name: "protogate".into(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -94,6 +120,9 @@ pub struct ServerSection {
     pub trusted_proxy_hops: usize,
     /// Log one line per request at info level.
     pub access_log: bool,
+    /// Continue a client's W3C `traceparent` (else every request starts a
+    /// fresh trace and the client's `tracestate` is dropped).
+    pub trust_traceparent: bool,
     /// HTTP/2 streams a client may reset before the gateway accepted them
     /// (rapid reset); past it the connection gets GOAWAY (ENHANCE_YOUR_CALM).
     pub http2_max_pending_accept_reset_streams: usize,
@@ -470,6 +499,7 @@ impl Default for ServerSection {
             max_connections: 10_000,
             trusted_proxy_hops: 0,
             access_log: true,
+            trust_traceparent: true,
             // h2's own default, made explicit.
             http2_max_pending_accept_reset_streams: 20,
             // hyper's own default (RUSTSEC-2024-0003), made explicit.

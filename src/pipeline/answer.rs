@@ -26,12 +26,7 @@ pub(super) fn respond(
         );
     }
     if let Some(status) = cache_status {
-        let text = match status {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Stale => "stale",
-        };
-        headers.insert(X_CACHE, HeaderValue::from_static(text));
+        headers.insert(X_CACHE, HeaderValue::from_static(status.as_str()));
     }
     if let Some(age) = age {
         headers.insert(header::AGE, HeaderValue::from(age));

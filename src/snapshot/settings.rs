@@ -12,13 +12,14 @@ use toml::Spanned;
 
 use super::Settings;
 use crate::config::edge::CorsSection;
-use crate::config::file::ServerSection;
+use crate::config::file::{ServerSection, TracingSection};
 use crate::config::{ConfigError, RoutesFile};
 use crate::edge::{Compression, Cors, EdgePolicy};
 use crate::headers::is_forwardable;
 use crate::limits::Limits;
 use crate::metadata::Forwarding;
 use crate::server::ListenerSettings;
+use crate::trace::OtlpSettings;
 
 /// How long browsers may cache a preflight answer when `[cors]` says nothing.
 const DEFAULT_PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
@@ -68,7 +69,37 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
         },
         admin: file.admin.as_ref().map(|a| a.listen),
         access_log: server.access_log,
+        trust_traceparent: server.trust_traceparent,
+        otlp: otlp(&file.tracing, errors),
     }
+}
+
+/// `[tracing]`: an OTLP endpoint must be a plaintext gRPC address.
+fn otlp(section: &TracingSection, errors: &mut Vec<ConfigError>) -> Option<OtlpSettings> {
+    let endpoint = section.otlp_endpoint.as_ref()?;
+    let uri = match endpoint.get_ref().parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => uri,
+        _ => {
+            errors.push(
+                ConfigError::at(
+                    endpoint.span(),
+                    format!("invalid otlp_endpoint '{}'", endpoint.get_ref()),
+                )
+                .hint("write http://host:port (OTLP over plaintext gRPC)"),
+            );
+            return None;
+        }
+    };
+    if section.max_queued_spans == 0 {
+        errors.push(ConfigError::global(
+            "[tracing] max_queued_spans must be at least 1",
+        ));
+    }
+    Some(OtlpSettings {
+        endpoint: uri,
+        max_queued_spans: section.max_queued_spans,
+        service_name: section.service_name.clone(),
+    })
 }
 
 /// A `[headers]` list: valid names that may cross the gateway.

@@ -47,6 +47,10 @@ pub struct UnaryReply {
     pub headers: HeaderMap,
     /// Trailers.
     pub trailers: HeaderMap,
+    /// The endpoint that answered, for the access log.
+    pub endpoint: Option<Authority>,
+    /// Attempts made before the one that answered.
+    pub retries: u32,
 }
 
 /// Frames an encoded message: uncompressed flag, big-endian length, bytes.
@@ -232,6 +236,8 @@ async fn read_reply(
         message,
         headers: parts.headers,
         trailers,
+        endpoint: None,
+        retries: 0,
     })
 }
 
