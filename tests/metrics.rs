@@ -373,3 +373,60 @@ async fn the_dashboard_and_the_readme_name_only_metrics_the_gateway_exports() {
         "README.md does not list {undocumented:?}"
     );
 }
+
+#[tokio::test]
+async fn dial_failures_and_ejections_are_counted_per_endpoint() {
+    let unavailable = || Reply::Status {
+        code: 14,
+        message: "busy".into(),
+        details: None,
+    };
+    let failing = spawn_scripted(pool(), unavailable()).await;
+    let healthy = spawn_scripted(pool(), Reply::Echo).await;
+    let (_refusing, down) = refusing_addr();
+    let gateway = spawn_gateway(&everything_toml_on(
+        &[failing.addr, healthy.addr, down],
+        "outlier = { consecutive_unavailable = 3, base_ejection_time = \"1h\" }",
+        "",
+    ))
+    .await;
+    let admin = spawn_admin(&gateway).await;
+    for i in 0..20 {
+        assert_eq!(
+            get(format!("{}/v1/echo?stringValue=n{i}", gateway.base), None).await,
+            200
+        );
+    }
+    let m = Scraped::fetch(&admin).await;
+    let at = |addr: std::net::SocketAddr| {
+        [
+            ("upstream", "echo".to_string()),
+            ("endpoint", addr.to_string()),
+        ]
+    };
+    let value = |metric: &str, addr| {
+        let labels = at(addr);
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        m.get(metric, &labels)
+    };
+    assert!(value("protogate_upstream_endpoint_dial_failures_total", down) >= 1.0);
+    assert_eq!(
+        value(
+            "protogate_upstream_endpoint_dial_failures_total",
+            healthy.addr
+        ),
+        0.0
+    );
+    assert_eq!(
+        value("protogate_upstream_endpoint_ejections_total", failing.addr),
+        1.0
+    );
+    assert_eq!(
+        value("protogate_upstream_endpoint_ejected", failing.addr),
+        1.0
+    );
+    assert_eq!(
+        value("protogate_upstream_endpoint_ejections_total", healthy.addr),
+        0.0
+    );
+}

@@ -113,7 +113,7 @@ impl Live {
         upstreams: &[Arc<Upstream>],
     ) -> std::fmt::Result {
         type Read = fn(&crate::upstream::endpoint::Endpoint) -> u64;
-        let per_endpoint: [(Descriptor, Read); 5] = [
+        let per_endpoint: [(Descriptor, Read); 9] = [
             (
                 (
                     "upstream_endpoint_connections",
@@ -153,6 +153,38 @@ impl Live {
                     MetricType::Gauge,
                 ),
                 |e| u64::from(e.outlier().is_ejected()),
+            ),
+            (
+                (
+                    "upstream_endpoint_ejections",
+                    "Times outlier detection ejected the endpoint",
+                    MetricType::Counter,
+                ),
+                |e| e.outlier().ejections(),
+            ),
+            (
+                (
+                    "upstream_endpoint_dial_failures",
+                    "Dials to the endpoint that failed (refused, timed out, not HTTP/2, TLS)",
+                    MetricType::Counter,
+                ),
+                |e| e.dial_failures(),
+            ),
+            (
+                (
+                    "upstream_endpoint_connections_closed_by_upstream",
+                    "Connections the endpoint closed cleanly (after a GOAWAY)",
+                    MetricType::Counter,
+                ),
+                |e| e.connections_closed_by_upstream(),
+            ),
+            (
+                (
+                    "upstream_endpoint_connections_lost",
+                    "Connections to the endpoint lost to an error (reset, keepalive timeout)",
+                    MetricType::Counter,
+                ),
+                |e| e.connections_lost(),
             ),
         ];
         let endpoints: Vec<_> = upstreams

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -57,6 +58,19 @@ pub(super) struct Slot {
     pub(super) authority: Authority,
     pub(super) sender: ArcSwapOption<SendRequest<UpstreamBody>>,
     pub(super) last_error: ArcSwapOption<String>,
+    /// What happened to this slot's connections, for metrics.
+    pub(super) events: ConnectionEvents,
+}
+
+/// How often connections failed to come up or went down, per slot.
+#[derive(Debug, Default)]
+pub(super) struct ConnectionEvents {
+    /// Dials that failed (refused, timed out, not HTTP/2, TLS).
+    pub(super) dial_failures: AtomicU64,
+    /// Connections the upstream closed cleanly (after a GOAWAY, say).
+    pub(super) closed_by_upstream: AtomicU64,
+    /// Connections lost to an error (reset, keepalive timeout).
+    pub(super) lost: AtomicU64,
 }
 
 // === impl Slot ===
@@ -67,6 +81,7 @@ impl Slot {
             authority,
             sender: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
+            events: ConnectionEvents::default(),
         }
     }
 
@@ -100,10 +115,11 @@ pub(super) async fn run_slot(
                 backoff.reset();
                 tokio::select! {
                     result = connection => {
-                        let reason = match result {
-                            Ok(()) => "connection closed by the upstream".to_string(),
-                            Err(e) => format!("connection lost: {e}"),
+                        let (reason, counter) = match result {
+                            Ok(()) => ("connection closed by the upstream".to_string(), &slot.events.closed_by_upstream),
+                            Err(e) => (format!("connection lost: {e}"), &slot.events.lost),
                         };
+                        counter.fetch_add(1, Ordering::Relaxed);
                         warnings.log(&config.name, &slot.authority, &reason, "upstream connection dropped; redialling");
                         slot.last_error.store(Some(Arc::new(reason)));
                     }
@@ -112,6 +128,7 @@ pub(super) async fn run_slot(
                 slot.sender.store(None);
             }
             Err(reason) => {
+                slot.events.dial_failures.fetch_add(1, Ordering::Relaxed);
                 warnings.log(
                     &config.name,
                     &slot.authority,

@@ -14,7 +14,7 @@ use http::uri::Authority;
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::{oneshot, watch};
 
-use super::connection::{Slot, UpstreamBody, run_slot};
+use super::connection::{ConnectionEvents, Slot, UpstreamBody, run_slot};
 use super::outlier::Outlier;
 use super::pool::PoolConfig;
 
@@ -123,6 +123,28 @@ impl Endpoint {
     /// Its slots' count: the connections it keeps when all is well.
     pub fn size(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Dials that failed, over its slots.
+    pub fn dial_failures(&self) -> u64 {
+        self.sum(|e| &e.dial_failures)
+    }
+
+    /// Connections the upstream closed cleanly (GOAWAY), over its slots.
+    pub fn connections_closed_by_upstream(&self) -> u64 {
+        self.sum(|e| &e.closed_by_upstream)
+    }
+
+    /// Connections lost to an error, over its slots.
+    pub fn connections_lost(&self) -> u64 {
+        self.sum(|e| &e.lost)
+    }
+
+    fn sum(&self, counter: fn(&ConnectionEvents) -> &AtomicU64) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| counter(&s.events).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The most recent dial or connection failure, if any.

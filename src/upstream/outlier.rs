@@ -5,7 +5,7 @@
 //! more than `max_ejection_percent` of an upstream's endpoints.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,6 +46,8 @@ pub struct Outlier {
     until: Mutex<Option<Instant>>,
     /// Ejections in a row; reset by the first answer after one.
     ejections: AtomicU32,
+    /// Every ejection, for metrics.
+    ejections_total: AtomicU64,
 }
 
 // === impl Outlier ===
@@ -93,8 +95,14 @@ impl Outlier {
         }
     }
 
+    /// How many times the endpoint has been ejected.
+    pub fn ejections(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
+    }
+
     /// Ejects for the back-off period of this ejection in a row; returns it.
     pub(super) fn eject(&self, config: &OutlierConfig) -> Duration {
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
         let previous = self.ejections.fetch_add(1, Ordering::Relaxed);
         let period = config
             .base_ejection_time
