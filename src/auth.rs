@@ -25,9 +25,10 @@ pub enum AuthError {
     /// No credential was presented; the challenges say how to present one.
     #[error("this route requires authentication; no credential was presented")]
     Missing(Vec<Challenge>),
-    /// The bearer token (JWT) is not valid.
+    /// The bearer token (JWT) is not valid: why, in words, and which kind
+    /// of problem it is (for metrics).
     #[error("invalid credential: {0}")]
-    Invalid(String),
+    Invalid(String, TokenProblem),
     /// The API key is not valid; the challenge names where a key is read from.
     #[error("invalid credential: {0}")]
     InvalidKey(String, Challenge),
@@ -47,6 +48,44 @@ pub enum AuthError {
     /// The provider's keys are not loaded yet (JWKS unreachable since start-up).
     #[error("the keys of auth provider '{0}' are not available yet")]
     KeysUnavailable(String),
+}
+
+/// What was wrong with a bearer token, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is still ahead.
+    NotYetValid,
+    /// The signature does not verify.
+    BadSignature,
+    /// `iss` is not the provider's issuer.
+    WrongIssuer,
+    /// `aud` names none of the provider's audiences.
+    WrongAudience,
+    /// No key of the provider matches the token's `kid` and algorithm.
+    UnknownKey,
+    /// Not a readable JWS (segments, base64, JSON, size).
+    Malformed,
+    /// Readable and signed, but refused by policy: an algorithm that is not
+    /// accepted, `crit`, a claim that is missing or unusable.
+    Refused,
+}
+
+impl TokenProblem {
+    /// The label value in `protogate_auth_rejections_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenProblem::Expired => "expired",
+            TokenProblem::NotYetValid => "not_yet_valid",
+            TokenProblem::BadSignature => "bad_signature",
+            TokenProblem::WrongIssuer => "wrong_issuer",
+            TokenProblem::WrongAudience => "wrong_audience",
+            TokenProblem::UnknownKey => "unknown_key",
+            TokenProblem::Malformed => "malformed_token",
+            TokenProblem::Refused => "refused_token",
+        }
+    }
 }
 
 /// One way a route asks for credentials, sent as a `WWW-Authenticate`
@@ -219,7 +258,7 @@ impl Policy {
             .iter()
             .any(|w| matches!(w, Way::Jwt(_, s) if s == source));
         match read_by_jwt {
-            true => AuthError::Invalid(reason),
+            true => AuthError::Invalid(reason, TokenProblem::Malformed),
             false => AuthError::InvalidKey(reason, Challenge::ApiKey(source.clone())),
         }
     }

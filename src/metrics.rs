@@ -419,7 +419,7 @@ fn method_label(method: &Method) -> &'static str {
 fn auth_reason(error: &AuthError) -> &'static str {
     match error {
         AuthError::Missing(_) => "missing",
-        AuthError::Invalid(_) => "invalid_token",
+        AuthError::Invalid(_, problem) => problem.as_str(),
         AuthError::InvalidKey(..) => "invalid_key",
         AuthError::Malformed(..) => "malformed",
         AuthError::Forbidden { .. } => "scope",

@@ -430,3 +430,46 @@ async fn dial_failures_and_ejections_are_counted_per_endpoint() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn token_rejections_are_counted_by_kind_and_jwks_fetches_and_keys_per_provider() {
+    let key = TestKey::ec("k1");
+    let jwks = JwksServer::start(jwks_of(&[&key])).await;
+    let tables = format!(
+        "\n[auth.providers.idp]\nissuer = \"iss\"\nalgorithms = [\"ES256\"]\njwks_url = \"{}\"\n",
+        jwks.url
+    );
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&auth_toml(scripted.addr, "auth = \"idp\"", &tables)).await;
+    let admin = spawn_admin(&gateway).await;
+    let now = unix_now();
+    let post = |token: String| {
+        client()
+            .post(format!("{}/v1/echo", gateway.base))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&serde_json::json!({"stringValue": "x"}))
+            .send()
+    };
+    let expired = key.sign(&serde_json::json!({"iss": "iss", "sub": "a", "exp": now - 600}));
+    assert_eq!(post(expired).await.expect("send").status(), 401);
+    let other = TestKey::ec("k1");
+    let forged = other.sign(&serde_json::json!({"iss": "iss", "sub": "a", "exp": now + 600}));
+    assert_eq!(post(forged).await.expect("send").status(), 401);
+    let good = key.sign(&serde_json::json!({"iss": "iss", "sub": "a", "exp": now + 600}));
+    assert_eq!(post(good).await.expect("send").status(), 200);
+
+    let m = Scraped::fetch(&admin).await;
+    let refused = |reason| m.get("protogate_auth_rejections_total", &[("reason", reason)]);
+    assert_eq!((refused("expired"), refused("bad_signature")), (1.0, 1.0));
+    let provider = [("provider", "idp")];
+    assert_eq!(m.get("protogate_auth_provider_keys", &provider), 1.0);
+    assert_eq!(
+        m.get("protogate_auth_jwks_fetches_total", &provider),
+        jwks.requests() as f64
+    );
+    assert!(m.get("protogate_auth_jwks_fetches_total", &provider) >= 1.0);
+    assert_eq!(
+        m.get("protogate_auth_jwks_fetch_failures_total", &provider),
+        0.0
+    );
+}

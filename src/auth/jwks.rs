@@ -58,6 +58,7 @@ pub struct Jwks {
     /// Bumped by every completed fetch, success or not.
     generation: AtomicU64,
     fetches: AtomicU64,
+    failures: AtomicU64,
 }
 
 // === impl Jwks ===
@@ -85,6 +86,7 @@ impl Jwks {
             flight: Mutex::new(None),
             generation: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&jwks);
         tokio::spawn(async move {
@@ -139,6 +141,11 @@ impl Jwks {
         self.fetches.load(Ordering::SeqCst)
     }
 
+    /// How many fetches failed (for metrics).
+    pub fn failure_count(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
     /// A token named a `kid` we do not know: refetch if the cool-down
     /// allows, joining a fetch already in flight. Bounded by the fetch timeout.
     pub async fn refresh_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
@@ -162,9 +169,18 @@ impl Jwks {
         self.current()
     }
 
-    /// One fetch; on success installs the keys and returns the response's max-age.
+    /// One fetch, counted; see [`Jwks::fetch_once`].
     async fn fetch(&self) -> Result<Option<Duration>, String> {
         self.fetches.fetch_add(1, Ordering::SeqCst);
+        let result = self.fetch_once().await;
+        if result.is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// One fetch; on success installs the keys and returns the response's max-age.
+    async fn fetch_once(&self) -> Result<Option<Duration>, String> {
         let fetch = async {
             let mut response = self
                 .client

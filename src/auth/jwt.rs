@@ -15,9 +15,9 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::AuthError;
 use super::identity::Identity;
 use super::jwks::Jwks;
+use super::{AuthError, TokenProblem};
 
 /// Keys of one provider, by `kid`.
 #[derive(Debug, Default)]
@@ -145,6 +145,14 @@ impl JwtProvider {
             .collect()
     }
 
+    /// How many keys the provider holds now (remote keys: the last good set).
+    pub fn key_count(&self) -> usize {
+        match &self.keys {
+            Keys::Static(keys) => keys.len(),
+            Keys::Remote(jwks) => jwks.current().map_or(0, |keys| keys.len()),
+        }
+    }
+
     /// The JWKS source, if the keys are remote.
     pub fn jwks(&self) -> Option<&Arc<Jwks>> {
         match &self.keys {
@@ -156,30 +164,36 @@ impl JwtProvider {
     /// Verifies a token and returns the identity it proves.
     pub async fn verify(&self, token: &str) -> Result<(Identity, Map<String, Value>), AuthError> {
         if token.len() > self.max_token_bytes {
-            return Err(AuthError::Invalid(format!(
-                "the token is longer than {} bytes",
-                self.max_token_bytes
-            )));
+            return Err(AuthError::Invalid(
+                format!("the token is longer than {} bytes", self.max_token_bytes),
+                TokenProblem::Malformed,
+            ));
         }
         if token.split('.').count() != 3 {
             return Err(AuthError::Invalid(
                 "the token is not a JWS compact serialization (three segments)".into(),
+                TokenProblem::Malformed,
             ));
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::Invalid(format!("malformed token header: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            AuthError::Invalid(
+                format!("malformed token header: {e}"),
+                TokenProblem::Malformed,
+            )
+        })?;
         // RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` lists
         // an extension it does not understand; protogate understands none.
         if header.crit.is_some() {
             return Err(AuthError::Invalid(
                 "the token header lists critical extensions (crit), which are not supported".into(),
+                TokenProblem::Refused,
             ));
         }
         let Some((_, validation)) = self.by_alg.iter().find(|(alg, _)| *alg == header.alg) else {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Invalid(
+                format!("algorithm {:?} is not accepted", header.alg),
+                TokenProblem::Refused,
+            ));
         };
         let keys = match &self.keys {
             Keys::Static(keys) => keys.clone(),
@@ -200,13 +214,17 @@ impl JwtProvider {
         }
         let candidates = keys.candidates(header.kid.as_deref());
         if candidates.is_empty() {
-            return Err(AuthError::Invalid(match &header.kid {
+            let reason = match &header.kid {
                 Some(kid) => format!("unknown key id {kid:?}"),
                 None => "the token names no key id and the key is ambiguous".into(),
-            }));
+            };
+            return Err(AuthError::Invalid(reason, TokenProblem::UnknownKey));
         }
         let family = family_of(header.alg);
-        let mut last_error = AuthError::Invalid("no key matches the token's algorithm".into());
+        let mut last_error = AuthError::Invalid(
+            "no key matches the token's algorithm".into(),
+            TokenProblem::UnknownKey,
+        );
         for (key, key_alg) in candidates {
             // The key decides its algorithm family, never the token.
             if key.family() != family || key_alg.is_some_and(|a| a != header.alg) {
@@ -214,7 +232,7 @@ impl JwtProvider {
             }
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => return Ok((self.identity(&data.claims), data.claims)),
-                Err(e) => last_error = AuthError::Invalid(describe(&e, token)),
+                Err(e) => last_error = AuthError::Invalid(describe(&e, token), problem(&e)),
             }
         }
         Err(last_error)
@@ -252,6 +270,23 @@ pub fn family_of(alg: Algorithm) -> AlgorithmFamily {
         Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
         Algorithm::EdDSA => AlgorithmFamily::Ed,
         _ => AlgorithmFamily::Rsa,
+    }
+}
+
+/// The kind of problem jsonwebtoken found.
+fn problem(error: &jsonwebtoken::errors::Error) -> TokenProblem {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => TokenProblem::Expired,
+        ErrorKind::ImmatureSignature => TokenProblem::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenProblem::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenProblem::WrongAudience,
+        ErrorKind::InvalidSignature => TokenProblem::BadSignature,
+        ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_)
+        | ErrorKind::InvalidToken => TokenProblem::Malformed,
+        _ => TokenProblem::Refused,
     }
 }
 

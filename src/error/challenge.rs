@@ -37,7 +37,7 @@ pub(super) fn www_authenticate(error: &AuthError) -> Vec<HeaderValue> {
     let values = match error {
         // RFC 6750 §3.1: a request without credentials gets no error code.
         AuthError::Missing(challenges) => challenges.iter().map(challenge).collect(),
-        AuthError::Invalid(reason) => vec![bearer_error("invalid_token", reason)],
+        AuthError::Invalid(reason, _) => vec![bearer_error("invalid_token", reason)],
         AuthError::InvalidKey(_, key) => vec![challenge(key)],
         // A 400 needs no challenge; a route that takes tokens says why in RFC 6750 terms.
         AuthError::Malformed(reason, challenges) => challenges

@@ -105,7 +105,7 @@ pub(super) fn auth(error: &AuthError) -> Class {
             Code::Unauthenticated,
             "CREDENTIALS_MISSING",
         ),
-        AuthError::Invalid(_) | AuthError::InvalidKey(..) => class(
+        AuthError::Invalid(..) | AuthError::InvalidKey(..) => class(
             StatusCode::UNAUTHORIZED,
             Code::Unauthenticated,
             "CREDENTIALS_INVALID",

@@ -13,6 +13,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use crate::auth::Way;
+use crate::auth::jwt::JwtProvider;
 use crate::snapshot::Snapshot;
 use crate::upstream::Upstream;
 
@@ -284,8 +286,55 @@ impl Collector for Live {
         let snapshot = self.snapshot.load_full();
         self.encode_upstreams(&mut encoder, &snapshot.upstreams)?;
         self.encode_cache(&mut encoder, &snapshot)?;
+        encode_providers(&mut encoder, &snapshot)?;
         self.encode_process(&mut encoder)
     }
+}
+
+/// Each JWT provider the routes use: keys held, JWKS fetches and failures.
+fn encode_providers(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> std::fmt::Result {
+    let mut providers: Vec<&Arc<JwtProvider>> = Vec::new();
+    for way in snapshot.plans.iter().flat_map(|plan| &plan.auth.ways) {
+        if let Way::Jwt(provider, _) = way
+            && !providers.iter().any(|p| p.name == provider.name)
+        {
+            providers.push(provider);
+        }
+    }
+    type Read = fn(&JwtProvider) -> u64;
+    let per_provider: [(Descriptor, Read); 3] = [
+        (
+            (
+                "auth_provider_keys",
+                "Keys the provider holds now",
+                MetricType::Gauge,
+            ),
+            |p| p.key_count() as u64,
+        ),
+        (
+            (
+                "auth_jwks_fetches",
+                "JWKS fetches made (refreshes and unknown-kid refetches)",
+                MetricType::Counter,
+            ),
+            |p| p.jwks().map_or(0, |j| j.fetch_count()),
+        ),
+        (
+            (
+                "auth_jwks_fetch_failures",
+                "JWKS fetches that failed (the last good keys stay in use)",
+                MetricType::Counter,
+            ),
+            |p| p.jwks().map_or(0, |j| j.failure_count()),
+        ),
+    ];
+    for (descriptor, read) in per_provider {
+        let values = providers
+            .iter()
+            .map(|p| ([("provider", p.name.clone())], read(p)));
+        encode_family(encoder, descriptor, values)?;
+    }
+    Ok(())
 }
 
 /// Writes one family of constant values, each with its labels.
