@@ -34,7 +34,10 @@ async fn load(gateway: &TestGateway, clients: usize, total: usize) -> Vec<u16> {
 
 #[tokio::test]
 async fn an_endpoint_ten_times_slower_gets_far_less_than_a_third_of_the_calls() {
-    let fast = Duration::from_millis(5);
+    // Long enough that the gateway's and the test client's own CPU time
+    // per call (a few ms on a loaded 2-core box) stays small beside it: the
+    // balancer must see the endpoints' speeds, not the test's.
+    let fast = Duration::from_millis(20);
     let slow = spawn_scripted(pool(), Reply::Delay(fast * 10, Box::new(Reply::Echo))).await;
     let b = spawn_scripted(pool(), Reply::Delay(fast, Box::new(Reply::Echo))).await;
     let c = spawn_scripted(pool(), Reply::Delay(fast, Box::new(Reply::Echo))).await;
