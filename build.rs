@@ -1,4 +1,5 @@
-//! Generates the typed Bookstore service used by `protogate demo` and the tests.
+//! Generates the typed Bookstore service used by `protogate demo` and the
+//! tests, and the streaming test service.
 //!
 //! The gateway itself needs no generated code (it works from reflected
 //! descriptors); only the in-process example upstream does. protox compiles the
@@ -11,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "bookstore/v1/bookstore.proto",
             "google/rpc/status.proto",
             "google/rpc/error_details.proto",
+            // Only the tests' streaming upstream uses this one.
+            "testing/v1/streaming.proto",
         ],
         ["proto"],
     )?;

@@ -272,7 +272,11 @@ fn compression_layer(compression: &Compression) -> CompressionLayer<impl Predica
         .and(NotForContentType::const_new("application/zstd"))
         .and(NotForContentType::const_new("video/"))
         .and(NotForContentType::const_new("audio/"))
-        .and(NotForContentType::const_new("font/woff"));
+        .and(NotForContentType::const_new("font/woff"))
+        // A stream's messages must reach the client as they are written.
+        .and(|_, _, _: &HeaderMap, extensions: &http::Extensions| {
+            extensions.get::<crate::stream::Streamed>().is_none()
+        });
     CompressionLayer::new()
         .gzip(true)
         .br(true)

@@ -29,6 +29,7 @@ use crate::headers::CONTENT_TYPE_JSON;
 use crate::limits::LimitError;
 use crate::response_cache::FetchFailure;
 use crate::route::RouteError;
+use crate::stream::StreamError;
 use crate::transcode::{TranscodeError, UpstreamStatus};
 use crate::upstream::TransportError;
 use crate::upstream::deadline::InvalidTimeout;
@@ -57,6 +58,9 @@ pub enum GatewayError {
     /// answer could not be (the upstream's, or a gateway bug).
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// A streaming request was refused, or its stream failed.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// The upstream service answered with a non-OK gRPC status.
     #[error("upstream status {}: {}", .0.code as i32, .0.message)]
     Upstream(Box<UpstreamStatus>),
@@ -113,6 +117,7 @@ impl GatewayError {
             GatewayError::Timeout(_) => invalid("INVALID_HEADER"),
             GatewayError::Auth(e) => classify::auth(e),
             GatewayError::Transcode(e) => classify::transcode(e),
+            GatewayError::Stream(e) => classify::stream(e),
             GatewayError::Transport(e) => classify::transport(e),
             GatewayError::DeadlineExceeded { .. } => Class {
                 status: StatusCode::GATEWAY_TIMEOUT,

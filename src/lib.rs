@@ -41,6 +41,7 @@ pub mod response_cache;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod stream;
 pub mod trace;
 pub mod transcode;
 pub mod upstream;

@@ -35,6 +35,7 @@ use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
 
 mod answer;
+mod streaming;
 
 use answer::{allow, respond, server_timing};
 
@@ -363,6 +364,20 @@ async fn serve(
         .await
         .map_err(|_| deadline_exceeded(deadline))??;
     observed.consumer = identity.consumer.clone().or(identity.subject.clone());
+    if let Some(policy) = &plan.stream {
+        let call = streaming::Call {
+            snapshot,
+            plan,
+            policy,
+            found: &found,
+            parts: &parts,
+            identity: &identity,
+            request_id,
+            deadline,
+            trace,
+        };
+        return call.serve(body, observed).await;
+    }
     let body = limits
         .read_body(body, &parts.headers, deadline)
         .await
@@ -525,24 +540,7 @@ async fn fetch(
         })
         // A failed call's time counts too (a 503's latency is the upstream's).
         .inspect_err(|_| observed.upstream = Some(called.elapsed()))
-        .map_err(|e| match e {
-            CallError::Status { status, metadata } => {
-                let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-                let allowlist = &snapshot.settings.forwarding.response;
-                metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-                if rendered.code == tonic::Code::NotFound
-                    && let Some(control) = plan.cache.not_found()
-                {
-                    // The route opted into a short negative cache for 404s.
-                    rendered
-                        .headers
-                        .insert(header::CACHE_CONTROL, control.clone());
-                }
-                GatewayError::Upstream(Box::new(rendered))
-            }
-            CallError::Transport(t) => GatewayError::Transport(t),
-            CallError::DeadlineExceeded => deadline_exceeded(deadline),
-        })?;
+        .map_err(|e| call_failed(snapshot, plan, deadline, e))?;
     let upstream_time = called.elapsed();
     observed.upstream = Some(upstream_time);
     let reply_body = transcode::response(&plan.transcode, reply.message)?;
@@ -558,6 +556,35 @@ async fn fetch(
         headers,
         upstream_time,
     })
+}
+
+/// Why an upstream call failed, as the gateway answers it: the service's
+/// status with its details and allowlisted metadata, or the transport's
+/// or the deadline's failure.
+fn call_failed(
+    snapshot: &Snapshot,
+    plan: &MethodPlan,
+    deadline: Deadline,
+    error: CallError,
+) -> GatewayError {
+    match error {
+        CallError::Status { status, metadata } => {
+            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
+            let allowlist = &snapshot.settings.forwarding.response;
+            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
+            if rendered.code == tonic::Code::NotFound
+                && let Some(control) = plan.cache.not_found()
+            {
+                // The route opted into a short negative cache for 404s.
+                rendered
+                    .headers
+                    .insert(header::CACHE_CONTROL, control.clone());
+            }
+            GatewayError::Upstream(Box::new(rendered))
+        }
+        CallError::Transport(t) => GatewayError::Transport(t),
+        CallError::DeadlineExceeded => deadline_exceeded(deadline),
+    }
 }
 
 /// A background revalidation: the same anonymous GET, with a fresh deadline.

@@ -9,7 +9,7 @@ use http::Method;
 
 use crate::route::BindingId;
 use crate::route::template::PathTemplate;
-use crate::{auth, cache, transcode, upstream};
+use crate::{auth, cache, stream, transcode, upstream};
 
 /// One exposed HTTP binding of one gRPC method, compiled.
 #[derive(Debug)]
@@ -24,8 +24,11 @@ pub struct MethodPlan {
     pub transcode: transcode::Plan,
     /// How its answers may be cached.
     pub cache: cache::Policy,
-    /// Where the call goes and with what budget.
+    /// Where the call goes and with what budget (a streaming method's
+    /// budget is its `stream_timeout`).
     pub upstream: upstream::Target,
+    /// How a streaming method streams; `None` for a unary one.
+    pub stream: Option<stream::Policy>,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

@@ -13,6 +13,7 @@ mod resilience;
 mod retry;
 mod routes;
 mod settings;
+mod streams;
 mod tls;
 mod upstreams;
 

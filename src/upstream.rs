@@ -15,6 +15,7 @@ pub mod outlier;
 pub mod pool;
 pub mod retry;
 pub mod status;
+pub mod streaming;
 pub mod tls;
 
 use std::sync::Arc;
@@ -24,13 +25,14 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use connection::UpstreamBody;
+pub use connection::{BoxError, UpstreamBody};
 pub use deadline::Deadline;
 pub use discovery::Discovery;
 pub use error::{CallError, TransportError};
 pub use grpc::{UnaryReply, UnaryRequest};
 pub use pool::{Pool, PoolConfig};
 pub use retry::{RetryPolicy, RetrySettings};
+pub use streaming::{MessageStream, StreamBody, StreamRequest};
 
 use crate::backoff::Backoff;
 use endpoint::Endpoint;
@@ -312,13 +314,18 @@ fn code_of(error: &CallError) -> Option<tonic::Code> {
 fn outcome(result: &Result<UnaryReply, Failed>) -> Option<Outcome> {
     match result {
         Ok(_) => Some(Outcome::Answered),
-        Err(failed) => match &failed.error {
-            CallError::Status { status, .. } if status.code() == tonic::Code::Unavailable => {
-                Some(Outcome::Unavailable)
-            }
-            CallError::Status { .. } => Some(Outcome::Answered),
-            CallError::Transport(_) => Some(Outcome::TransportFailure),
-            CallError::DeadlineExceeded => None,
-        },
+        Err(failed) => outcome_of(&failed.error),
+    }
+}
+
+/// What a failed call says about its endpoint's health.
+fn outcome_of(error: &CallError) -> Option<Outcome> {
+    match error {
+        CallError::Status { status, .. } if status.code() == tonic::Code::Unavailable => {
+            Some(Outcome::Unavailable)
+        }
+        CallError::Status { .. } => Some(Outcome::Answered),
+        CallError::Transport(_) => Some(Outcome::TransportFailure),
+        CallError::DeadlineExceeded => None,
     }
 }

@@ -16,11 +16,15 @@ const RULES: &[(&str, &[&str])] = &[
     ("upstream", &["backoff", "headers"]),
     ("limits", &["upstream"]),
     ("transcode", &["upstream", "headers"]),
+    ("stream", &["transcode", "upstream", "headers"]),
     ("auth", &["config", "backoff", "headers"]),
     ("metadata", &["auth", "headers"]),
     ("cache", &["config", "route", "transcode", "headers"]),
     ("response_cache", &["headers"]),
-    ("plan", &["route", "auth", "transcode", "cache", "upstream"]),
+    (
+        "plan",
+        &["route", "auth", "transcode", "cache", "stream", "upstream"],
+    ),
     (
         "snapshot",
         &[
@@ -31,6 +35,7 @@ const RULES: &[(&str, &[&str])] = &[
             "auth",
             "transcode",
             "cache",
+            "stream",
             "upstream",
             "limits",
             "metadata",
@@ -48,13 +53,14 @@ const RULES: &[(&str, &[&str])] = &[
             "limits",
             "auth",
             "transcode",
+            "stream",
             "upstream",
             "response_cache",
             "headers",
         ],
     ),
     ("server", &["limits", "metadata", "headers"]),
-    ("edge", &["error", "cache", "headers"]),
+    ("edge", &["error", "cache", "stream", "headers"]),
     (
         "pipeline",
         &[
@@ -64,6 +70,7 @@ const RULES: &[(&str, &[&str])] = &[
             "limits",
             "auth",
             "transcode",
+            "stream",
             "upstream",
             "metadata",
             "cache",

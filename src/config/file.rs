@@ -362,6 +362,21 @@ pub struct RouteSection {
     pub cache: Option<Spanned<CacheSection>>,
     /// Which failures are retried (default: UNAVAILABLE for idempotent methods).
     pub retry: Option<Spanned<RetrySection>>,
+    /// Streaming methods: the format answered whatever the client accepts
+    /// (`ndjson`, `sse` or `json`).
+    pub stream_format: Option<Spanned<String>>,
+    /// Streaming methods: the budget of the whole stream (default: `timeout`).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_timeout: Option<Duration>,
+    /// Streaming methods: the longest gap between two messages.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_idle_timeout: Option<Duration>,
+    /// Streaming methods: how often an idle event stream gets a comment,
+    /// and how long the head waits for the first message.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_keepalive: Option<Duration>,
+    /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
+    pub sse: Option<Spanned<SseSection>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -392,6 +407,34 @@ pub struct MethodSection {
     pub cache: Option<Spanned<CacheSection>>,
     /// Which failures are retried (replaces the route's setting).
     pub retry: Option<Spanned<RetrySection>>,
+    /// Streaming methods: the format answered whatever the client accepts
+    /// (`ndjson`, `sse` or `json`).
+    pub stream_format: Option<Spanned<String>>,
+    /// Streaming methods: the budget of the whole stream (default: `timeout`).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_timeout: Option<Duration>,
+    /// Streaming methods: the longest gap between two messages.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_idle_timeout: Option<Duration>,
+    /// Streaming methods: how often an idle event stream gets a comment,
+    /// and how long the head waits for the first message.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub stream_keepalive: Option<Duration>,
+    /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
+    pub sse: Option<Spanned<SseSection>>,
+}
+
+/// `sse = { ... }`: how a server stream is written as Server-Sent Events.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSection {
+    /// A scalar field of the streamed message written as each event's `id:`.
+    pub id: Option<Spanned<String>>,
+    /// A scalar field written as each event's `event:`.
+    pub event: Option<Spanned<String>>,
+    /// The reconnection delay announced once as `retry:`.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub retry: Option<Duration>,
 }
 
 /// An HTTP rule in google.api.HttpRule's own shape.

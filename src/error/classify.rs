@@ -8,6 +8,7 @@ use tonic::Code;
 use crate::auth::AuthError;
 use crate::limits::LimitError;
 use crate::route::RouteError;
+use crate::stream::StreamError;
 use crate::transcode::TranscodeError;
 use crate::upstream::TransportError;
 
@@ -157,6 +158,34 @@ pub(super) fn transport(error: &TransportError) -> Class {
             StatusCode::BAD_GATEWAY,
             Code::Internal,
             "UPSTREAM_METADATA_TOO_LARGE",
+        ),
+    }
+}
+
+pub(super) fn stream(error: &StreamError) -> Class {
+    match error {
+        StreamError::NotAcceptable { .. } => {
+            class(StatusCode::NOT_ACCEPTABLE, INVALID, "NOT_ACCEPTABLE")
+        }
+        StreamError::UnsupportedMediaType { .. } => class(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        StreamError::BadMessage { source, .. } => transcode(source),
+        StreamError::MessageTooLarge { .. } => {
+            class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "MESSAGE_TOO_LARGE")
+        }
+        StreamError::Read(_) => class(BAD_REQUEST, INVALID, "UNREADABLE_BODY"),
+        StreamError::WebSocketOnly => class(
+            StatusCode::UPGRADE_REQUIRED,
+            Code::FailedPrecondition,
+            "WEBSOCKET_REQUIRED",
+        ),
+        StreamError::IdleTimeout { .. } => class(
+            StatusCode::GATEWAY_TIMEOUT,
+            Code::DeadlineExceeded,
+            "STREAM_IDLE_TIMEOUT",
         ),
     }
 }

@@ -13,6 +13,7 @@ use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor, Seria
 
 use super::bindings::{Binding, HttpRule, bindings};
 use super::retry::{self, MethodRetry};
+use super::streams;
 use super::upstreams::CompiledUpstreams;
 use crate::auth::load::Providers;
 use crate::config::diagnostic::suggest;
@@ -23,7 +24,7 @@ use crate::route::matcher::MatcherBuilder;
 use crate::route::{BindingId, RouteTable};
 use crate::transcode::JsonMapping;
 use crate::upstream::RetryPolicy;
-use crate::{auth, cache, transcode, upstream};
+use crate::{auth, cache, stream, transcode, upstream};
 
 /// What routes compile into.
 pub(super) struct CompiledRoutes {
@@ -114,6 +115,7 @@ struct MethodPieces {
     json: JsonMapping,
     target: upstream::Target,
     retry: MethodRetry,
+    stream: Option<stream::Policy>,
 }
 
 impl RouteCompiler<'_> {
@@ -196,22 +198,6 @@ impl RouteCompiler<'_> {
             return;
         };
         let rule_span = overrides.map_or(entry.section.service.span(), |m| m.span());
-        if method.is_client_streaming() || method.is_server_streaming() {
-            self.errors.push(
-                ConfigError::at(
-                    rule_span,
-                    format!(
-                        "{} is a streaming method; only unary methods can be bound",
-                        method.full_name()
-                    ),
-                )
-                .hint(format!(
-                    "add [routes.methods.{}] expose = false",
-                    method.name()
-                )),
-            );
-            return;
-        }
         let (method_bindings, binding_errors) = bindings(&method, &rule, rule_span.clone());
         self.errors.extend(binding_errors);
         let Some(pieces) = self.pieces(entry, method, section, rule_span) else {
@@ -283,7 +269,16 @@ impl RouteCompiler<'_> {
             .and_then(|m| m.retry.as_ref())
             .or(entry.section.retry.as_ref());
         let retry = retry::compile(retry_section, &method, self.errors);
+        let (stream, timeout) = streams::compile(
+            &method,
+            entry.section,
+            section,
+            timeout,
+            rule_span.clone(),
+            self.errors,
+        );
         Some(MethodPieces {
+            stream,
             target: upstream::Target {
                 upstream,
                 upstream_name: Arc::from(config.pool.name.as_str()),
@@ -372,6 +367,7 @@ impl RouteCompiler<'_> {
                 retry: pieces.retry.for_binding(&binding.http_method),
                 ..pieces.target.clone()
             },
+            stream: pieces.stream.clone(),
         };
         let id = self.plans.push(plan);
         if let Err(conflict) = self

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,14 +44,35 @@ pub(super) const MAX_METADATA_BYTES: u32 = 16 << 10;
 /// between are logged at debug level and counted in the next warning.
 const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The request body sent upstream: one pre-framed gRPC message.
+/// The request body sent upstream: one pre-framed gRPC message, or (for a
+/// client-streaming call) framed messages as the client sends them.
 ///
 /// Its size hint is deliberately inexact: hyper turns an exact one into a
 /// `content-length` header, which gRPC servers hand to the service as
 /// metadata, and a gRPC request carries only the headers of the gRPC over
 /// HTTP/2 protocol and the metadata the gateway built.
 #[derive(Debug)]
-pub struct UpstreamBody(Full<Bytes>);
+pub struct UpstreamBody(Kind);
+
+/// A message stream's error: the client's input could not be sent (the
+/// stage that produced it keeps the reason); hyper resets the stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+enum Kind {
+    One(Full<Bytes>),
+    /// Polled by hyper only when the HTTP/2 stream has send window, so a
+    /// fast client is slowed to the upstream's pace.
+    Messages(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::One(_) => f.write_str("One"),
+            Kind::Messages(_) => f.write_str("Messages"),
+        }
+    }
+}
 
 /// One connection slot and the state its dialler task publishes.
 #[derive(Debug)]
@@ -259,29 +281,49 @@ where
 impl UpstreamBody {
     /// A body of one framed message.
     pub fn new(framed: Bytes) -> UpstreamBody {
-        UpstreamBody(Full::new(framed))
+        UpstreamBody(Kind::One(Full::new(framed)))
+    }
+
+    /// A body of framed messages, sent as `messages` yields them.
+    pub fn messages<B>(messages: B) -> UpstreamBody
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        UpstreamBody(Kind::Messages(UnsyncBoxBody::new(messages)))
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.0).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.0 {
+            Kind::One(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never: Infallible| match never {}))),
+            Kind::Messages(body) => Pin::new(body).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        match &self.0 {
+            Kind::One(full) => full.is_end_stream(),
+            Kind::Messages(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         // A lower bound without an upper one: see the type's doc.
+        let lower = match &self.0 {
+            Kind::One(full) => full.size_hint().lower(),
+            Kind::Messages(_) => 0,
+        };
         let mut hint = SizeHint::new();
-        hint.set_lower(self.0.size_hint().lower());
+        hint.set_lower(lower);
         hint
     }
 }

@@ -25,7 +25,7 @@ use crate::headers::{
 };
 
 /// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
-const PREFIX_LEN: usize = 5;
+pub(super) const PREFIX_LEN: usize = 5;
 
 /// An encoded request ready to send.
 #[derive(Debug)]
@@ -97,23 +97,49 @@ impl UnaryRequest {
         deadline: Deadline,
         previous_attempts: u32,
     ) -> Result<Request<UpstreamBody>, Failed> {
-        let timeout = deadline.to_grpc_timeout().ok_or(Failed {
+        let head = CallHead {
+            path: &self.path,
+            metadata: &self.metadata,
+            scheme,
+            authority,
+            deadline,
+            previous_attempts,
+        };
+        head.request(UpstreamBody::new(self.framed.clone()))
+    }
+}
+
+/// What every gRPC request's head carries, unary or streaming.
+pub(super) struct CallHead<'a> {
+    pub(super) path: &'a http::uri::PathAndQuery,
+    pub(super) metadata: &'a HeaderMap,
+    pub(super) scheme: &'a Scheme,
+    pub(super) authority: &'a Authority,
+    pub(super) deadline: Deadline,
+    pub(super) previous_attempts: u32,
+}
+
+impl CallHead<'_> {
+    /// The HTTP/2 request with `body`, carrying the budget remaining now as
+    /// `grpc-timeout` and, on a retry, `grpc-previous-rpc-attempts`.
+    pub(super) fn request(&self, body: UpstreamBody) -> Result<Request<UpstreamBody>, Failed> {
+        let timeout = self.deadline.to_grpc_timeout().ok_or(Failed {
             error: CallError::DeadlineExceeded,
             unprocessed: true,
         })?;
         let uri = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
             .path_and_query(self.path.clone())
             .build()
             .map_err(|e| Failed {
                 error: CallError::Transport(bad_response(
-                    authority.as_str(),
+                    self.authority.as_str(),
                     format!("cannot build request URI: {e}"),
                 )),
                 unprocessed: true,
             })?;
-        let mut request = Request::new(UpstreamBody::new(self.framed.clone()));
+        let mut request = Request::new(body);
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_2;
@@ -122,10 +148,10 @@ impl UnaryRequest {
         headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
         headers.insert(TE, TE_TRAILERS);
         headers.insert(GRPC_TIMEOUT, timeout);
-        if previous_attempts > 0 {
+        if self.previous_attempts > 0 {
             headers.insert(
                 GRPC_PREVIOUS_RPC_ATTEMPTS,
-                HeaderValue::from(previous_attempts),
+                HeaderValue::from(self.previous_attempts),
             );
         }
         Ok(request)
@@ -175,7 +201,7 @@ pub async fn attempt(
 /// reset it with REFUSED_STREAM, or its GOAWAY's last stream id is below
 /// it (h2 fails exactly those streams with the remote GOAWAY; streams the
 /// server had accepted and then lost fail with an I/O error instead).
-fn refused_unprocessed(error: &hyper::Error) -> bool {
+pub(super) fn refused_unprocessed(error: &hyper::Error) -> bool {
     h2_cause(error).is_some_and(|h2| {
         h2.is_remote()
             && (h2.is_go_away()
@@ -183,13 +209,11 @@ fn refused_unprocessed(error: &hyper::Error) -> bool {
     })
 }
 
-async fn read_reply(
-    response: http::Response<hyper::body::Incoming>,
-    upstream: &str,
-    max_message_bytes: usize,
-) -> Result<UnaryReply, CallError> {
+/// Checks a response head is gRPC's: 200 and an `application/grpc`
+/// content type. A trailers-only answer (the status in the headers, no
+/// body) is then recognised by its `grpc-status` header.
+pub(super) fn check_head(parts: &http::response::Parts, upstream: &str) -> Result<(), CallError> {
     let bad = |reason: String| CallError::Transport(bad_response(upstream, reason));
-    let (parts, body) = response.into_parts();
     if parts.status != StatusCode::OK {
         return Err(bad(format!(
             "HTTP status {} instead of 200 (not a gRPC server?)",
@@ -203,6 +227,17 @@ async fn read_reply(
     if !is_grpc {
         return Err(bad("response content-type is not application/grpc".into()));
     }
+    Ok(())
+}
+
+async fn read_reply(
+    response: http::Response<hyper::body::Incoming>,
+    upstream: &str,
+    max_message_bytes: usize,
+) -> Result<UnaryReply, CallError> {
+    let bad = |reason: String| CallError::Transport(bad_response(upstream, reason));
+    let (parts, body) = response.into_parts();
+    check_head(&parts, upstream)?;
     // Trailers-only: the status is in the headers and there is no body (so
     // an OK status this way is a bad response: see `status_error`).
     if parts.headers.contains_key(GRPC_STATUS) {
@@ -272,34 +307,50 @@ fn unframe(data: &mut Bytes, max_message_bytes: usize) -> Result<Bytes, String> 
 }
 
 fn status_error(headers: &HeaderMap, trailers: HeaderMap, upstream: &str) -> CallError {
-    let mut metadata = headers.clone();
-    metadata.extend(trailers);
-    match status::read(&metadata) {
+    match final_status(headers, trailers, upstream) {
         // A unary call must carry one message; an OK status without one
         // (trailers-only, or any spelling of 0) is not a valid answer.
-        Ok(status) if status.code() == tonic::Code::Ok => CallError::Transport(bad_response(
+        Ok(_) => CallError::Transport(bad_response(
             upstream,
             "an OK response carried no message".into(),
         )),
-        Ok(status) => CallError::Status { status, metadata },
+        Err(error) => error,
+    }
+}
+
+/// A call's final status from its headers and trailers: the merged
+/// metadata when it is OK, the status (or why it is unreadable) otherwise.
+pub(super) fn final_status(
+    headers: &HeaderMap,
+    trailers: HeaderMap,
+    upstream: &str,
+) -> Result<HeaderMap, CallError> {
+    let mut metadata = headers.clone();
+    metadata.extend(trailers);
+    match status::read(&metadata) {
+        Ok(status) if status.code() == tonic::Code::Ok => Ok(metadata),
+        Ok(status) => Err(CallError::Status { status, metadata }),
         Err(StatusError::BadDetails {
             code,
             message,
             reason,
-        }) => CallError::Transport(TransportError::BadStatusDetails {
+        }) => Err(CallError::Transport(TransportError::BadStatusDetails {
             upstream: upstream.to_string(),
             code,
             message,
             reason,
-        }),
-        Err(unreadable) => CallError::Transport(bad_response(upstream, unreadable.to_string())),
+        })),
+        Err(unreadable) => Err(CallError::Transport(bad_response(
+            upstream,
+            unreadable.to_string(),
+        ))),
     }
 }
 
 /// Why an HTTP/2 exchange with the upstream failed: a violation the
 /// gateway's HTTP/2 layer detected in what the upstream sent is the
 /// upstream's bad response (502), anything else a lost connection (503).
-fn exchange_failed(error: &(dyn Error + 'static), upstream: &str) -> TransportError {
+pub(super) fn exchange_failed(error: &(dyn Error + 'static), upstream: &str) -> TransportError {
     let reason = error_chain(error);
     let upstream = upstream.to_string();
     match h2_cause(error) {
@@ -343,7 +394,7 @@ fn error_chain(error: &(dyn Error + 'static)) -> String {
         .join(": ")
 }
 
-fn bad_response(upstream: &str, reason: String) -> TransportError {
+pub(super) fn bad_response(upstream: &str, reason: String) -> TransportError {
     TransportError::BadResponse {
         upstream: upstream.to_string(),
         reason,
