@@ -187,7 +187,10 @@ where
                     };
                     return Some(Err(self.failed.set(error)));
                 }
-                None if self.eof && !self.buffer.is_empty() => self.buffer.split().freeze(),
+                None if self.eof && !self.buffer.is_empty() => {
+                    self.scanned = 0;
+                    self.buffer.split().freeze()
+                }
                 None => {
                     self.scanned = self.buffer.len();
                     return None;

@@ -357,3 +357,40 @@ pub async fn h2c_get(
     let trailers = collected.trailers().cloned();
     (parts, collected.to_bytes(), trailers)
 }
+
+/// A POST over cleartext HTTP/2 whose body the test writes piece by piece
+/// through the returned sender (dropping it ends the body); the task
+/// resolves to the answer.
+pub async fn h2c_post_stream(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+) -> (
+    mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<(http::response::Parts, bytes::Bytes)>,
+) {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(4);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let data = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)), rx))
+    });
+    let request = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .body(http_body_util::StreamBody::new(Box::pin(frames)))
+        .expect("request");
+    let answer = tokio::spawn(async move {
+        let response = sender.send_request(request).await.expect("response");
+        let (parts, body) = response.into_parts();
+        (parts, body.collect().await.expect("body").to_bytes())
+    });
+    (tx, answer)
+}
