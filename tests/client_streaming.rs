@@ -16,21 +16,34 @@ use support::{client, spawn_gateway};
 async fn ndjson_lines_are_sent_upstream_as_they_arrive() {
     let upstream = spawn_stream_upstream().await;
     let gateway = spawn_gateway(&streaming_toml(upstream.addr, "")).await;
-    let (body, answer) = h2c_post_stream(gateway.addr, "/v1/sums/pens", "application/x-ndjson").await;
-    body.send(Bytes::from_static(b"{\"value\": 1}\n")).await.expect("send");
+    let (body, answer) =
+        h2c_post_stream(gateway.addr, "/v1/sums/pens", "application/x-ndjson").await;
+    body.send(Bytes::from_static(b"{\"value\": 1}\n"))
+        .await
+        .expect("send");
     // The upstream has the first message while the client still holds the
     // rest: the gateway streamed it, it did not wait for the body's end.
     upstream.state.until_received(1).await;
-    body.send(Bytes::from_static(b"{\"value\": 2}\r\n\n{\"val")).await.expect("send");
-    body.send(Bytes::from_static(b"ue\": \"39\"}")).await.expect("send");
+    body.send(Bytes::from_static(b"{\"value\": 2}\r\n\n{\"val"))
+        .await
+        .expect("send");
+    body.send(Bytes::from_static(b"ue\": \"39\"}"))
+        .await
+        .expect("send");
     drop(body);
     let (head, text) = answer.await.expect("answer");
     assert_eq!(head.status, 200, "{text:?}");
     assert_eq!(head.headers["cache-control"], "no-store");
     let total: serde_json::Value = serde_json::from_slice(&text).expect("json");
-    assert_eq!(total, serde_json::json!({"sum": "42", "count": "3", "label": "pens"}));
+    assert_eq!(
+        total,
+        serde_json::json!({"sum": "42", "count": "3", "label": "pens"})
+    );
     // Every message got the path variable.
-    assert_eq!(*upstream.state.labels.lock().expect("lock"), ["pens", "pens", "pens"]);
+    assert_eq!(
+        *upstream.state.labels.lock().expect("lock"),
+        ["pens", "pens", "pens"]
+    );
 }
 
 #[tokio::test]
@@ -47,7 +60,10 @@ async fn a_bad_line_is_a_400_that_names_it() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.expect("json");
     let message = body["message"].as_str().expect("message");
-    assert!(message.starts_with("message 2 of the request stream: "), "{message}");
+    assert!(
+        message.starts_with("message 2 of the request stream: "),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +84,10 @@ async fn a_line_over_the_message_limit_is_a_413_and_a_wrong_type_a_415() {
         .expect("send");
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.expect("json");
-    assert!(body["message"].as_str().expect("message").contains("1024"), "{body}");
+    assert!(
+        body["message"].as_str().expect("message").contains("1024"),
+        "{body}"
+    );
 
     let calls = upstream.state.calls.load(Ordering::SeqCst);
     let response = client()
@@ -79,7 +98,11 @@ async fn a_line_over_the_message_limit_is_a_413_and_a_wrong_type_a_415() {
         .await
         .expect("send");
     assert_eq!(response.status(), 415);
-    assert_eq!(upstream.state.calls.load(Ordering::SeqCst), calls, "nothing was sent");
+    assert_eq!(
+        upstream.state.calls.load(Ordering::SeqCst),
+        calls,
+        "nothing was sent"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +124,14 @@ async fn an_http_body_upload_streams_raw_chunks() {
     assert_eq!(summary["bytes"], "50000");
     assert_eq!(summary["contentType"], "image/png");
     assert_eq!(summary["checksum"], expected.to_string());
-    assert!(summary["messages"].as_str().expect("count").parse::<u64>().expect("number") >= 5);
+    assert!(
+        summary["messages"]
+            .as_str()
+            .expect("count")
+            .parse::<u64>()
+            .expect("number")
+            >= 5
+    );
 }
 
 #[tokio::test]
@@ -109,12 +139,18 @@ async fn an_http_body_download_streams_raw_bytes_under_their_content_type() {
     let upstream = spawn_stream_upstream().await;
     let gateway = spawn_gateway(&streaming_toml(upstream.addr, "")).await;
     let response = client()
-        .get(format!("{}/v1/download?size=100000&chunk=3000", gateway.base))
+        .get(format!(
+            "{}/v1/download?size=100000&chunk=3000",
+            gateway.base
+        ))
         .send()
         .await
         .expect("send");
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/x-test-bytes");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-test-bytes"
+    );
     let bytes = response.bytes().await.expect("body");
     let expected: Vec<u8> = (0..100_000usize).map(|i| (i % 251) as u8).collect();
     assert_eq!(bytes.len(), expected.len());
@@ -127,7 +163,9 @@ async fn lines_split_anywhere_make_the_same_messages() {
     let gateway = spawn_gateway(&streaming_toml(upstream.addr, "")).await;
     let (body, answer) = h2c_post_stream(gateway.addr, "/v1/sums/bytes", "application/jsonl").await;
     for byte in b"{\"value\": 5}\n\n  \n{\"value\": 6}\r\n{\"value\": 7}" {
-        body.send(Bytes::copy_from_slice(&[*byte])).await.expect("send");
+        body.send(Bytes::copy_from_slice(&[*byte]))
+            .await
+            .expect("send");
     }
     drop(body);
     let (head, text) = answer.await.expect("answer");

@@ -394,3 +394,27 @@ async fn a_slow_reader_slows_the_upstream_instead_of_filling_memory() {
     let text = String::from_utf8(buffer).expect("utf-8") + &rest(response).await;
     assert_eq!(text.lines().count() as u64, total);
 }
+
+#[tokio::test]
+async fn a_stream_quieter_than_send_timeout_keeps_its_connection() {
+    let upstream = spawn_stream_upstream().await;
+    // send_timeout bounds a client that stops reading, not an upstream
+    // that has nothing to say: a quiet stream must outlive it.
+    let toml = streaming_toml(upstream.addr, r#"stream_timeout = "60s""#)
+        .replace("[server]\n", "[server]\nsend_timeout = \"100ms\"\n");
+    let gateway = spawn_gateway(&toml).await;
+    let mut response = client()
+        .get(format!(
+            "{}/v1/ticks?count=2&hold=true&hold_after=1",
+            gateway.base
+        ))
+        .send()
+        .await
+        .expect("send");
+    let mut buffer = Vec::new();
+    lines(&mut response, &mut buffer, 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    upstream.state.hold.notify_one();
+    let text = String::from_utf8(buffer).expect("utf-8") + &rest(response).await;
+    assert_eq!(text.lines().count(), 2, "{text}");
+}

@@ -244,6 +244,24 @@ impl<B> Tracked<B> {
     }
 }
 
+impl<B> Tracked<B> {
+    /// The body has nothing to send yet (a stream waiting for its next
+    /// message): hyper asked for this frame, so the last chunk is sent, and
+    /// the client is not the one holding the response up. Until the body
+    /// produces again it is not held to `send_timeout`.
+    fn waiting_for_itself(&mut self) {
+        let activity = &self.in_flight.activity;
+        let mut state = activity.state();
+        let was_tracked = state.responses.remove(&self.id).is_some();
+        if !was_tracked && self.charged == 0 {
+            return;
+        }
+        state.buffered -= self.charged;
+        self.charged = 0;
+        activity.after_change(state);
+    }
+}
+
 impl<B> Drop for Tracked<B> {
     fn drop(&mut self) {
         let activity = &self.in_flight.activity;
@@ -280,7 +298,10 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.waiting_for_itself();
+                Poll::Pending
+            }
         }
     }
 

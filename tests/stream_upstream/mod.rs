@@ -381,7 +381,10 @@ pub async fn h2c_post_stream(
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(4);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let data = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)), rx))
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)),
+            rx,
+        ))
     });
     let request = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", content_type)
