@@ -3,6 +3,7 @@
 //! descriptors and the proto3 JSON mapping. Each binding's
 //! [`Plan`] is compiled at load time; this module reads nothing else of it.
 
+pub mod assign;
 pub mod body_json;
 pub mod error;
 pub mod field_mask;
