@@ -8,6 +8,7 @@ pub mod body_json;
 pub mod error;
 pub mod field_mask;
 pub mod field_path;
+pub mod multipart;
 pub mod plan;
 pub mod query;
 pub mod request;
@@ -18,6 +19,7 @@ pub mod text;
 
 pub use error::TranscodeError;
 pub use field_path::FieldPath;
+pub use multipart::MultipartLimits;
 pub use plan::{BodyRule, JsonMapping, Plan};
 pub use request::request;
 pub use response::{HttpReply, response};
