@@ -137,6 +137,8 @@ async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
             "max_headers": limits.max_headers,
             "max_header_bytes": limits.max_header_bytes,
             "max_concurrent_requests": limits.max_concurrent_requests,
+            "max_multipart_part_bytes": limits.max_multipart_part_bytes,
+            "max_multipart_parts": limits.max_multipart_parts,
         },
         "cors": settings.edge.cors.as_ref().map(|c| json!({
             "allow_origins": c.allow_origins,

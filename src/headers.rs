@@ -42,6 +42,10 @@ pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 pub const CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 /// Content type of every JSON answer.
 pub const CONTENT_TYPE_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// Media type of raw bytes whose type nobody declared.
+pub const OCTET_STREAM: &str = "application/octet-stream";
+/// [`OCTET_STREAM`] as a header value.
+pub const CONTENT_TYPE_OCTET_STREAM: HeaderValue = HeaderValue::from_static(OCTET_STREAM);
 /// `trailers`, the only value of `te` gRPC allows.
 pub const TE_TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 /// Message encodings the gateway decodes from upstreams.

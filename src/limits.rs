@@ -31,6 +31,10 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Permits for `max_concurrent_requests`.
     pub in_flight: Arc<Semaphore>,
+    /// Largest part of a `multipart/form-data` body (at most `max_body_bytes`).
+    pub max_multipart_part_bytes: usize,
+    /// Most parts in a `multipart/form-data` body.
+    pub max_multipart_parts: usize,
 }
 
 /// A request over a limit, or whose body could not be read.

@@ -3,10 +3,12 @@
 //! descriptors and the proto3 JSON mapping. Each binding's
 //! [`Plan`] is compiled at load time; this module reads nothing else of it.
 
+pub mod assign;
 pub mod body_json;
 pub mod error;
 pub mod field_mask;
 pub mod field_path;
+pub mod multipart;
 pub mod plan;
 pub mod query;
 pub mod request;
@@ -17,6 +19,7 @@ pub mod text;
 
 pub use error::TranscodeError;
 pub use field_path::FieldPath;
+pub use multipart::MultipartLimits;
 pub use plan::{BodyRule, JsonMapping, Plan};
 pub use request::request;
 pub use response::{HttpReply, response};

@@ -132,6 +132,7 @@ fixtures! {
     bad_etcd_urls_an_empty_prefix_and_a_zero_bound_are_each_reported => "bad_etcd_settings",
     misspelt_etcd_key_is_reported_with_a_did_you_mean_hint => "unknown_etcd_key",
     dns_settings_without_dns_are_reported_at_each_key => "dns_settings_without_dns",
+    multipart_part_over_the_body_limit_and_zero_parts_are_reported => "bad_multipart_limits",
 }
 
 #[test]

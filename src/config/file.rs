@@ -161,6 +161,10 @@ pub struct LimitsSection {
     pub max_header_bytes: usize,
     /// Requests in the gateway at once; more are answered 503 at once.
     pub max_concurrent_requests: usize,
+    /// Largest part of a `multipart/form-data` body; unset, `max_body_bytes`.
+    pub max_multipart_part_bytes: Option<Spanned<usize>>,
+    /// Most parts in a `multipart/form-data` body.
+    pub max_multipart_parts: usize,
 }
 
 /// JSON mapping options; every key optional so a route can override one.
@@ -562,6 +566,8 @@ impl Default for LimitsSection {
             max_headers: 100,
             max_header_bytes: 16 << 10,
             max_concurrent_requests: 4096,
+            max_multipart_part_bytes: None,
+            max_multipart_parts: 64,
         }
     }
 }

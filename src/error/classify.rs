@@ -77,6 +77,15 @@ pub(super) fn transcode(error: &TranscodeError) -> Class {
         TranscodeError::InvalidField { .. } => class(BAD_REQUEST, INVALID, "INVALID_FIELD"),
         TranscodeError::UnknownField { .. } => class(BAD_REQUEST, INVALID, "UNKNOWN_FIELD"),
         TranscodeError::DuplicateKey { .. } => class(BAD_REQUEST, INVALID, "DUPLICATE_KEY"),
+        TranscodeError::MalformedMultipart(_) => class(BAD_REQUEST, INVALID, "MALFORMED_MULTIPART"),
+        // 413, as for a body over max_body_bytes: the content is larger than
+        // the gateway accepts, however well-formed.
+        TranscodeError::PartTooLarge { .. } => {
+            class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "PART_TOO_LARGE")
+        }
+        TranscodeError::TooManyParts { .. } => {
+            class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "TOO_MANY_PARTS")
+        }
         // The query is part of the request target, as the path is.
         TranscodeError::InvalidQuery(_) => class(BAD_REQUEST, INVALID, "INVALID_PATH"),
         TranscodeError::UnsupportedMediaType { .. } => class(

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::Settings;
 use crate::config::edge::CorsSection;
-use crate::config::file::{ServerSection, TracingSection};
+use crate::config::file::{LimitsSection, ServerSection, TracingSection};
 use crate::config::{ConfigError, RoutesFile};
 use crate::edge::{Compression, Cors, EdgePolicy};
 use crate::headers::is_forwardable;
@@ -55,6 +55,8 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             max_header_bytes: limits.max_header_bytes,
             in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
             max_concurrent_requests: limits.max_concurrent_requests.max(1),
+            max_multipart_part_bytes: multipart_part_bytes(limits, errors),
+            max_multipart_parts: multipart_parts(limits, errors),
         },
         forwarding: Forwarding {
             request: forwardable(&file.headers.forward_request, errors),
@@ -100,6 +102,39 @@ fn otlp(section: &TracingSection, errors: &mut Vec<ConfigError>) -> Option<OtlpS
         max_queued_spans: section.max_queued_spans,
         service_name: section.service_name.clone(),
     })
+}
+
+/// `max_multipart_part_bytes`: a part is a piece of the body, so it can be
+/// no larger than `max_body_bytes`, which it defaults to.
+fn multipart_part_bytes(limits: &LimitsSection, errors: &mut Vec<ConfigError>) -> usize {
+    let Some(part) = &limits.max_multipart_part_bytes else {
+        return limits.max_body_bytes;
+    };
+    let bytes = *part.get_ref();
+    if bytes == 0 || bytes > limits.max_body_bytes {
+        errors.push(
+            ConfigError::at(
+                part.span(),
+                format!(
+                    "max_multipart_part_bytes = {bytes} is not within 1..=max_body_bytes ({})",
+                    limits.max_body_bytes
+                ),
+            )
+            .hint("a part is read within the body; raise max_body_bytes too, or leave the key out to allow parts as large as the body"),
+        );
+    }
+    bytes.clamp(1, limits.max_body_bytes.max(1))
+}
+
+/// `max_multipart_parts`: zero would refuse every form with a part.
+fn multipart_parts(limits: &LimitsSection, errors: &mut Vec<ConfigError>) -> usize {
+    if limits.max_multipart_parts == 0 {
+        errors.push(
+            ConfigError::global("[limits] max_multipart_parts must be at least 1")
+                .hint("leave the key out for its default of 64"),
+        );
+    }
+    limits.max_multipart_parts.max(1)
 }
 
 /// A `[headers]` list: valid names that may cross the gateway.

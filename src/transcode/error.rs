@@ -57,6 +57,25 @@ pub enum TranscodeError {
         /// What the binding accepts.
         expected: &'static str,
     },
+    /// A `multipart/form-data` body that cannot be read as one (RFC 7578).
+    #[error("malformed multipart/form-data body: {0}")]
+    MalformedMultipart(String),
+    /// A form part is larger than `max_multipart_part_bytes`.
+    #[error(
+        "multipart part '{part}' is larger than the limit of {limit} bytes per part (max_multipart_part_bytes)"
+    )]
+    PartTooLarge {
+        /// The part's name, as the client gave it.
+        part: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A form has more parts than `max_multipart_parts`.
+    #[error("the multipart body has more than the limit of {limit} parts (max_multipart_parts)")]
+    TooManyParts {
+        /// The limit.
+        limit: usize,
+    },
     /// The upstream's message does not decode as the method's output type.
     #[error("undecodable {message_type} message: {reason}")]
     UndecodableResponse {

@@ -9,11 +9,12 @@
 use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
-use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, ReflectMessage};
 
+use super::FieldPath;
 use super::TranscodeError;
+use super::assign::{self, Source};
 use super::plan::{BodyRule, Plan};
-use super::{FieldPath, text};
 
 const IN_QUERY: &str = " in the query string";
 
@@ -66,79 +67,9 @@ pub fn apply(message: &mut DynamicMessage, plan: &Plan, query: &str) -> Result<(
                 reason: format!("already bound by the request body field '{body}'"),
             });
         }
-        set(message, &path, &value, &mut seen_singular)?;
+        assign::text(message, &path, &value, &mut seen_singular, Source::Query)?;
     }
     Ok(())
-}
-
-fn set(
-    message: &mut DynamicMessage,
-    path: &FieldPath,
-    value: &str,
-    seen_singular: &mut Vec<FieldPath>,
-) -> Result<(), TranscodeError> {
-    let invalid = |reason: String| TranscodeError::InvalidField {
-        field: path.to_string(),
-        reason,
-    };
-    let leaf = path.leaf();
-    if leaf.is_map() {
-        return Err(invalid(
-            "map fields cannot be set from the query string".into(),
-        ));
-    }
-    let kind = leaf.kind();
-    if let Kind::Message(m) = &kind
-        && !text::is_text_message(m)
-    {
-        return Err(invalid(format!(
-            "is a message; set its fields instead, e.g. {path}.{}=...",
-            m.fields()
-                .next()
-                .map_or("field".to_string(), |f| f.name().to_string())
-        )));
-    }
-    let parsed = text::parse(&kind, value).map_err(invalid)?;
-    if let Some((other, oneof)) = oneof_conflict(message, path) {
-        return Err(invalid(format!(
-            "'{other}' of the same oneof '{oneof}' is already set"
-        )));
-    }
-    if leaf.is_list() {
-        if let Some(Value::List(list)) = path.get_mut(message) {
-            list.push(parsed);
-        }
-        return Ok(());
-    }
-    if seen_singular.contains(path) {
-        return Err(invalid("a singular field was given more than once".into()));
-    }
-    seen_singular.push(path.clone());
-    path.set(message, parsed);
-    Ok(())
-}
-
-/// `(set member, oneof)` if a field on `path`, at any depth, belongs to a
-/// oneof whose other member is already set: setting `a.b` when a sibling of
-/// `a` is set would silently clear that sibling.
-fn oneof_conflict(message: &DynamicMessage, path: &FieldPath) -> Option<(String, String)> {
-    let mut current = message;
-    let last = path.fields().len() - 1;
-    for (depth, field) in path.fields().iter().enumerate() {
-        if let Some(oneof) = field.containing_oneof()
-            && let Some(other) = oneof.fields().find(|o| o != field && current.has_field(o))
-        {
-            return Some((other.name().to_string(), oneof.name().to_string()));
-        }
-        if depth == last || !current.has_field(field) {
-            break;
-        }
-        current = match current.get_field(field) {
-            Cow::Borrowed(Value::Message(next)) => next,
-            _ => break,
-        };
-    }
-    None
 }
 
 /// Percent-decodes a query component; `+` means space (HTML form encoding).

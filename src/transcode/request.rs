@@ -8,9 +8,15 @@ use prost::Message;
 use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, Value};
 
 use super::TranscodeError;
+use super::multipart::{self, MultipartLimits};
 use super::plan::{BodyRule, Plan};
 use super::{FieldPath, HTTP_BODY, body_json, field_mask, query, text};
+use crate::headers::OCTET_STREAM;
 use crate::upstream::grpc::frame;
+
+/// The body media types a binding with a body accepts (besides raw bytes
+/// for google.api.HttpBody).
+const JSON_OR_FORM: &str = "application/json or multipart/form-data";
 
 /// The parts of an HTTP request that feed the gRPC message.
 #[derive(Debug)]
@@ -25,6 +31,8 @@ pub struct HttpInput<'a> {
     pub body: Bytes,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
+    /// Bounds on a `multipart/form-data` body.
+    pub multipart: MultipartLimits,
 }
 
 /// Builds and frames the request message for the binding `plan` describes.
@@ -67,6 +75,12 @@ fn body_message(
     field: Option<&FieldPath>,
     input: &HttpInput<'_>,
 ) -> Result<DynamicMessage, TranscodeError> {
+    // Before the HttpBody pass-through: a form uploads its file part, not
+    // the form itself.
+    if let Some(boundary) = multipart::boundary(input.content_type)? {
+        let body = input.body.clone();
+        return multipart::parse(plan, descriptor, field, body, boundary, input.multipart);
+    }
     let target_is_http_body = match field {
         None => descriptor.full_name() == HTTP_BODY,
         Some(path) => {
@@ -98,7 +112,7 @@ fn http_body_message(
     let content_type = input
         .content_type
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
+        .unwrap_or(OCTET_STREAM)
         .to_string();
     let fill = |body: &mut DynamicMessage| {
         body.set_field_by_name("content_type", Value::String(content_type.clone()));
@@ -119,7 +133,7 @@ fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), Tra
     let Some(value) = content_type else {
         return Err(TranscodeError::UnsupportedMediaType {
             got: String::new(),
-            expected: "application/json",
+            expected: JSON_OR_FORM,
         });
     };
     let text = value.to_str().unwrap_or("");
@@ -134,7 +148,7 @@ fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), Tra
     if !is_json {
         return Err(TranscodeError::UnsupportedMediaType {
             got: text.to_string(),
-            expected: "application/json",
+            expected: JSON_OR_FORM,
         });
     }
     if !charset_is_utf8(text) {

@@ -9,7 +9,7 @@ use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use super::TranscodeError;
 use super::plan::Plan;
 use super::{HTTP_BODY, stable_json};
-use crate::headers::CONTENT_TYPE_JSON;
+use crate::headers::{CONTENT_TYPE_JSON, CONTENT_TYPE_OCTET_STREAM};
 
 /// The HTTP answer's body and content type.
 #[derive(Debug)]
@@ -89,9 +89,10 @@ fn render_field(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, Tran
 
 fn http_body(message: &DynamicMessage) -> HttpReply {
     let content_type = match message.get_field_by_name("content_type").as_deref() {
-        Some(Value::String(ct)) if !ct.is_empty() => HeaderValue::from_str(ct)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-        _ => HeaderValue::from_static("application/octet-stream"),
+        Some(Value::String(ct)) if !ct.is_empty() => {
+            HeaderValue::from_str(ct).unwrap_or(CONTENT_TYPE_OCTET_STREAM)
+        }
+        _ => CONTENT_TYPE_OCTET_STREAM,
     };
     let body = match message.get_field_by_name("data").as_deref() {
         Some(Value::Bytes(data)) => data.clone(),
