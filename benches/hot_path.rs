@@ -114,10 +114,10 @@ fn bench(c: &mut Criterion) {
                     content_type: None,
                     body: Bytes::new(),
                     max_json_depth: 64,
-                    multipart: transcode::MultipartLimits {
+                    multipart: Some(transcode::MultipartLimits {
                         max_part_bytes: 1 << 20,
                         max_parts: 64,
-                    },
+                    }),
                 },
             )
             .expect("request");
@@ -142,10 +142,10 @@ fn bench(c: &mut Criterion) {
                     content_type: Some(&json),
                     body: body.clone(),
                     max_json_depth: 64,
-                    multipart: transcode::MultipartLimits {
+                    multipart: Some(transcode::MultipartLimits {
                         max_part_bytes: 1 << 20,
                         max_parts: 64,
-                    },
+                    }),
                 },
             )
             .expect("request");

@@ -514,10 +514,10 @@ async fn fetch(
             content_type: parts.headers.get(header::CONTENT_TYPE),
             body,
             max_json_depth: snapshot.settings.limits.max_json_depth,
-            multipart: transcode::MultipartLimits {
+            multipart: Some(transcode::MultipartLimits {
                 max_part_bytes: snapshot.settings.limits.max_multipart_part_bytes,
                 max_parts: snapshot.settings.limits.max_multipart_parts,
-            },
+            }),
         },
     )?;
     let upstream = &snapshot.upstreams[plan.upstream.upstream];

@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
                 content_type: Some(&form),
                 body: Bytes::copy_from_slice(data),
                 max_json_depth: 64,
-                multipart: LIMITS,
+                multipart: Some(LIMITS),
             },
         );
         assert!(

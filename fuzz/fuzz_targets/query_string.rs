@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     let found = common::table().find(&http::Method::GET, &path).expect("route");
     let _ = transcode::request(
         common::plan(&found),
-        HttpInput { captures: &found.captures, query: Some(query), content_type: None, body: Bytes::new(), max_json_depth: 64, multipart: transcode::MultipartLimits { max_part_bytes: 1 << 20, max_parts: 64 } },
+        HttpInput { captures: &found.captures, query: Some(query), content_type: None, body: Bytes::new(), max_json_depth: 64, multipart: Some(transcode::MultipartLimits { max_part_bytes: 1 << 20, max_parts: 64 }) },
     );
 });

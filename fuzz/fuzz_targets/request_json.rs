@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 content_type: Some(&json),
                 body: Bytes::copy_from_slice(data),
                 max_json_depth: 64,
-                multipart: transcode::MultipartLimits { max_part_bytes: 1 << 20, max_parts: 64 },
+                multipart: Some(transcode::MultipartLimits { max_part_bytes: 1 << 20, max_parts: 64 }),
             },
         );
         if method == http::Method::PUT

@@ -169,6 +169,10 @@ impl Call<'_> {
                 content_type,
                 body,
                 max_json_depth: settings.limits.max_json_depth,
+                multipart: Some(transcode::MultipartLimits {
+                    max_part_bytes: settings.limits.max_multipart_part_bytes,
+                    max_parts: settings.limits.max_multipart_parts,
+                }),
             },
         )?;
         Ok((StreamBody::One(framed), FailedInput::default()))

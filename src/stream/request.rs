@@ -224,6 +224,8 @@ where
             content_type,
             body,
             max_json_depth: self.source.max_json_depth,
+            // A raw upload's chunks go on as they are, a form included.
+            multipart: None,
         };
         transcode::request(&self.source.plan, input).map_err(|source| {
             self.failed.set(StreamError::BadMessage {

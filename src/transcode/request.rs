@@ -31,8 +31,9 @@ pub struct HttpInput<'a> {
     pub body: Bytes,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
-    /// Bounds on a `multipart/form-data` body.
-    pub multipart: MultipartLimits,
+    /// Bounds on a `multipart/form-data` body; `None` passes a form on
+    /// unparsed (a streamed upload's chunks are not whole forms).
+    pub multipart: Option<MultipartLimits>,
 }
 
 /// Builds and frames the request message for the binding `plan` describes.
@@ -77,9 +78,11 @@ fn body_message(
 ) -> Result<DynamicMessage, TranscodeError> {
     // Before the HttpBody pass-through: a form uploads its file part, not
     // the form itself.
-    if let Some(boundary) = multipart::boundary(input.content_type)? {
+    if let Some(limits) = input.multipart
+        && let Some(boundary) = multipart::boundary(input.content_type)?
+    {
         let body = input.body.clone();
-        return multipart::parse(plan, descriptor, field, body, boundary, input.multipart);
+        return multipart::parse(plan, descriptor, field, body, boundary, limits);
     }
     let target_is_http_body = match field {
         None => descriptor.full_name() == HTTP_BODY,
