@@ -36,6 +36,7 @@ use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
 
 mod answer;
 mod streaming;
+mod websocket;
 
 use answer::{allow, respond, server_timing};
 
@@ -337,9 +338,9 @@ async fn serve(
     trace: &Trace,
     observed: &mut Observed,
 ) -> Result<Response, GatewayError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let limits = &snapshot.settings.limits;
-    let _admitted = limits.admit()?;
+    let admitted = limits.admit()?;
     limits.check_head(&parts)?;
     let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
     let found = match snapshot.routes.find(&parts.method, &path) {
@@ -348,11 +349,22 @@ async fn serve(
         Err(RouteError::MethodNotAllowed { allowed, .. }) if parts.method == Method::OPTIONS => {
             return Ok(allow(&allowed));
         }
+        Err(RouteError::MethodNotAllowed {
+            method,
+            path: requested,
+            allowed,
+        }) if websocket::is_upgrade(&parts) => {
+            websocket::find(snapshot, &path, &allowed).ok_or(RouteError::MethodNotAllowed {
+                method,
+                path: requested,
+                allowed,
+            })?
+        }
         found => found?,
     };
     let plan = snapshot.plans.get(found.binding);
     observed.binding = Some(found.binding);
-    let _call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
+    let call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
     let deadline = Deadline::started_at(
@@ -365,6 +377,10 @@ async fn serve(
         .map_err(|_| deadline_exceeded(deadline))??;
     observed.consumer = identity.consumer.clone().or(identity.subject.clone());
     if let Some(policy) = &plan.stream {
+        let upgrade = match websocket::is_upgrade(&parts) {
+            true => Some(websocket::take_upgrade(&mut parts).await?),
+            false => None,
+        };
         let call = streaming::Call {
             snapshot,
             plan,
@@ -376,7 +392,10 @@ async fn serve(
             deadline,
             trace,
         };
-        return call.serve(body, observed).await;
+        return match upgrade {
+            Some(upgrade) => websocket::upgrade(call, upgrade, (admitted, call_slot)),
+            None => call.serve(body, observed).await,
+        };
     }
     let body = limits
         .read_body(body, &parts.headers, deadline)

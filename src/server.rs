@@ -124,7 +124,7 @@ pub async fn serve(
             TowerToHyperService::new(connection_service(router.clone(), peer, activity.clone()));
         let Some(acceptor) = acceptor.clone() else {
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             tokio::spawn(supervise(
                 connection,
@@ -152,7 +152,7 @@ pub async fn serve(
                 }
             };
             let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             supervise(connection, activity, stopping, slot, peer).await;
         });

@@ -52,6 +52,12 @@ impl Cors {
         ]
     }
 
+    /// Whether `origin` is one of the allowed origins (a WebSocket upgrade
+    /// from a page is checked against the same list).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allow_origins.iter().any(|p| origin_matches(p, origin))
+    }
+
     /// The tower-http layer that answers preflights and decorates answers.
     pub fn layer(&self) -> CorsLayer {
         let patterns = self.allow_origins.clone();

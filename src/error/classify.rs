@@ -186,6 +186,14 @@ pub(super) fn stream(error: &StreamError) -> Class {
             class(StatusCode::PAYLOAD_TOO_LARGE, INVALID, "MESSAGE_TOO_LARGE")
         }
         StreamError::Read(_) => class(BAD_REQUEST, INVALID, "UNREADABLE_BODY"),
+        StreamError::BadUpgrade(_) => class(BAD_REQUEST, INVALID, "INVALID_UPGRADE"),
+        StreamError::OriginNotAllowed { .. } => class(
+            StatusCode::FORBIDDEN,
+            Code::PermissionDenied,
+            "ORIGIN_NOT_ALLOWED",
+        ),
+        StreamError::UnexpectedMessage => class(BAD_REQUEST, INVALID, "UNEXPECTED_MESSAGE"),
+        StreamError::WrongFrame { .. } => class(BAD_REQUEST, INVALID, "WRONG_FRAME_TYPE"),
         StreamError::WebSocketOnly => class(
             StatusCode::UPGRADE_REQUIRED,
             Code::FailedPrecondition,

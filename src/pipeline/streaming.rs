@@ -272,7 +272,7 @@ impl Call<'_> {
 }
 
 /// A failure as the gateway answers it.
-fn failure_error(
+pub(super) fn failure_error(
     snapshot: &Snapshot,
     plan: &MethodPlan,
     deadline: Deadline,

@@ -45,6 +45,26 @@ pub enum StreamError {
     /// messages can only come over a WebSocket.
     #[error("this route takes its messages over a WebSocket; send an upgrade request")]
     WebSocketOnly,
+    /// A WebSocket handshake the gateway cannot accept.
+    #[error("invalid WebSocket upgrade: {0}")]
+    BadUpgrade(String),
+    /// A page on an origin `[cors] allow_origins` does not list asked for
+    /// a WebSocket.
+    #[error("origin {origin:?} may not open a WebSocket here")]
+    OriginNotAllowed {
+        /// The request's Origin.
+        origin: String,
+    },
+    /// A client message after the client ended its stream, or to a method
+    /// that takes none.
+    #[error("this call takes no more messages from the client")]
+    UnexpectedMessage,
+    /// A text frame where bytes were expected, or the other way round.
+    #[error("this route takes {expected} WebSocket frames")]
+    WrongFrame {
+        /// `text` or `binary`.
+        expected: &'static str,
+    },
     /// The request stream could not be read from the client.
     #[error("the request stream could not be read: {0}")]
     Read(String),

@@ -1,0 +1,487 @@
+//! A streaming method over a WebSocket: one JSON message per text frame
+//! each way (raw `google.api.HttpBody` bytes as binary frames), the
+//! upgrade request authenticated like any request and its `Origin` checked
+//! against `[cors] allow_origins`, the stream's deadline and idle timeout
+//! applied, and the close code taken from the gRPC status: 1000 for OK,
+//! 4000 + the code otherwise, after a last `{"error": status}` frame.
+//!
+//! The client ends its half of the stream with an empty text frame (never
+//! a JSON message), after which the upstream's remaining messages still
+//! come; a Close frame ends the whole call, which cancels the upstream.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::FromRequestParts as _;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::header;
+use http::request::Parts;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::streaming::{Call, failure_error};
+use crate::error::GatewayError;
+use crate::snapshot::Snapshot;
+use crate::stream::{Failure, StreamError};
+use crate::transcode::{self, request::HttpInput};
+use crate::upstream::{
+    BoxError, CallError, Deadline, MessageStream, StreamBody, StreamRequest, UpstreamBody,
+};
+
+/// Close code of a call that ended OK (RFC 6455 §7.4.1).
+const NORMAL: u16 = 1000;
+/// Close codes 4000–4999 are the application's: 4000 + the gRPC code.
+const STATUS_BASE: u16 = 4000;
+/// Longest close reason a control frame can carry (125 bytes less the code).
+const MAX_REASON: usize = 123;
+
+/// Whether the request asks to become a WebSocket.
+pub(super) fn is_upgrade(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Takes the upgrade out of a WebSocket request, before the request is
+/// shared with the stages; a malformed handshake is refused.
+pub(super) async fn take_upgrade(parts: &mut Parts) -> Result<WebSocketUpgrade, StreamError> {
+    WebSocketUpgrade::from_request_parts(parts, &())
+        .await
+        .map_err(|rejection| StreamError::BadUpgrade(rejection.body_text()))
+}
+
+/// The streaming binding a WebSocket upgrade (always a GET) stands for
+/// when its path is bound to another method: a client-streaming method is
+/// usually bound to POST.
+pub(super) fn find(
+    snapshot: &Snapshot,
+    path: &crate::route::path::NormalizedPath,
+    allowed: &[http::Method],
+) -> Option<crate::route::RouteMatch> {
+    allowed.iter().find_map(|method| {
+        let found = snapshot.routes.find(method, path).ok()?;
+        snapshot
+            .plans
+            .get(found.binding)
+            .stream
+            .is_some()
+            .then_some(found)
+    })
+}
+
+/// Answers the upgrade (or refuses it) and runs the call on the socket.
+/// `guards` (admission and the upstream call slot) are held until the
+/// socket closes, since an upgraded connection is outside the listener's
+/// connection bound.
+pub(super) fn upgrade<G: Send + 'static>(
+    call: Call<'_>,
+    upgrade: WebSocketUpgrade,
+    guards: G,
+) -> Result<Response, GatewayError> {
+    check_origin(call.snapshot, call.parts)?;
+    let limit = call.snapshot.settings.limits.max_body_bytes;
+    let session = Session::new(&call);
+    let response = upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            session.run(socket).await;
+            drop(guards);
+        });
+    Ok(response.into_response())
+}
+
+/// A page's upgrade must come from an allowed origin: a WebSocket is not
+/// covered by CORS, so without this any site could open one with the
+/// visitor's cookies. Clients that send no `Origin` (not browsers) pass.
+fn check_origin(snapshot: &Snapshot, parts: &Parts) -> Result<(), StreamError> {
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let allowed = snapshot
+        .settings
+        .edge
+        .cors
+        .as_ref()
+        .is_some_and(|cors| cors.allows_origin(origin));
+    let same_origin = parts.headers.get(header::HOST).is_some_and(|host| {
+        let host = host.to_str().unwrap_or("\u{0}");
+        origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            == Some(host)
+    });
+    if allowed || same_origin {
+        Ok(())
+    } else {
+        Err(StreamError::OriginNotAllowed {
+            origin: origin.to_string(),
+        })
+    }
+}
+
+/// Everything the socket's task needs, owned.
+struct Session {
+    snapshot: std::sync::Arc<Snapshot>,
+    binding: crate::route::BindingId,
+    captures: Vec<(usize, String)>,
+    query: Option<String>,
+    metadata: http::HeaderMap,
+    deadline: Deadline,
+    /// How a client frame becomes a message: the binding's plan, except
+    /// that a binding without a body rule (a GET) takes each frame as the
+    /// whole message.
+    frames: transcode::Plan,
+}
+
+/// How a call over the socket ended.
+enum End {
+    /// The upstream ended with OK.
+    Ok,
+    /// It failed; the client is told.
+    Failed(GatewayError),
+    /// The client closed or went away; nothing more to say.
+    ClientGone,
+}
+
+impl Session {
+    fn new(call: &Call<'_>) -> Session {
+        let mut metadata = crate::metadata::upstream(
+            call.parts,
+            &call.snapshot.settings.forwarding,
+            call.request_id,
+            call.identity,
+            call.plan.auth.forward_authorization,
+        );
+        call.trace.propagate(&mut metadata);
+        let mut frames = call.plan.transcode.clone();
+        if matches!(frames.body, transcode::BodyRule::None) {
+            frames.body = transcode::BodyRule::Whole;
+        }
+        Session {
+            frames,
+            snapshot: call.snapshot.clone(),
+            binding: call.found.binding,
+            captures: call.found.captures.clone(),
+            query: call.parts.uri.query().map(str::to_string),
+            metadata,
+            deadline: call.deadline,
+        }
+    }
+
+    async fn run(self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        let end = self.call(&mut sink, &mut incoming).await;
+        let (code, reason) = match end {
+            End::Ok => (NORMAL, String::new()),
+            End::ClientGone => return,
+            End::Failed(error) => {
+                let status = error.body();
+                let last = serde_json::json!({ "error": status });
+                let _ = sink.send(Message::Text(last.to_string().into())).await;
+                (STATUS_BASE + error.code() as u16, close_reason(&error))
+            }
+        };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+
+    async fn call(
+        &self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) -> End {
+        let plan = self.snapshot.plans.get(self.binding);
+        let Some(policy) = &plan.stream else {
+            return End::Failed(GatewayError::Internal("not a streaming binding".into()));
+        };
+        // `None` on the channel is the client's end of input.
+        let (to_upstream, from_client) = mpsc::channel::<Option<Bytes>>(1);
+        let body = if policy.client_streaming {
+            StreamBody::Messages(UpstreamBody::messages(http_body_util::StreamBody::new(
+                futures_util::stream::unfold(Some(from_client), |rx| async move {
+                    let mut rx = rx?;
+                    match rx.recv().await {
+                        Some(Some(message)) => {
+                            Some((Ok(http_body::Frame::data(message)), Some(rx)))
+                        }
+                        Some(None) => None,
+                        // Dropped before the client's end: the call was
+                        // abandoned, and the upstream must see a reset,
+                        // never a complete stream it might act on.
+                        None => {
+                            let abandoned: BoxError = "the WebSocket call was abandoned".into();
+                            Some((Err(abandoned), None))
+                        }
+                    }
+                }),
+            )))
+        } else {
+            // No client messages: the one request message comes from the
+            // upgrade request's path and query, as for an HTTP request.
+            match self.encode(&plan.transcode, Bytes::new(), false) {
+                Ok(framed) => StreamBody::One(framed),
+                Err(error) => return End::Failed(error.into()),
+            }
+        };
+        let upstream = &self.snapshot.upstreams[plan.upstream.upstream];
+        let request = StreamRequest {
+            path: plan.upstream.grpc_path.clone(),
+            body,
+            metadata: self.metadata.clone(),
+        };
+        let mut pump = Pump {
+            to_upstream: policy.client_streaming.then_some(to_upstream),
+            pending: None,
+            session: self,
+            received: 0,
+        };
+        // The upstream answers its head only once it has started; meanwhile
+        // the client's first messages must already flow to it.
+        let opened = tokio::select! {
+            opened = upstream.open(request, &plan.upstream, self.deadline) => opened,
+            end = pump.until_input_ends(incoming) => return end,
+        };
+        let mut messages = match opened {
+            Ok(messages) => messages,
+            Err(error) => return pump.failed(Failure::Call(error)),
+        };
+        pump.relay(sink, incoming, &mut messages, policy.idle_timeout)
+            .await
+    }
+
+    /// One client frame as a framed request message.
+    fn encode(
+        &self,
+        plan: &transcode::Plan,
+        body: Bytes,
+        raw: bool,
+    ) -> Result<Bytes, transcode::TranscodeError> {
+        let json = crate::headers::CONTENT_TYPE_JSON;
+        let octets = http::HeaderValue::from_static("application/octet-stream");
+        let input = HttpInput {
+            captures: &self.captures,
+            query: self.query.as_deref(),
+            content_type: Some(if raw { &octets } else { &json }),
+            body,
+            max_json_depth: self.snapshot.settings.limits.max_json_depth,
+            multipart: None,
+        };
+        transcode::request(plan, input)
+    }
+}
+
+/// Moves messages both ways for one call.
+struct Pump<'a> {
+    session: &'a Session,
+    /// `None` once the client ended its half (or the method takes none).
+    to_upstream: Option<mpsc::Sender<Option<Bytes>>>,
+    /// A message read from the client (or, as `None`, its end of input),
+    /// waiting for the upstream to take it.
+    pending: Option<Option<Bytes>>,
+    /// Messages read from the client.
+    received: u64,
+}
+
+/// What happened next on the socket.
+enum Event {
+    Client(Option<Result<Message, axum::Error>>),
+    Sent,
+    Upstream(Result<Option<Bytes>, CallError>),
+    Deadline,
+    Idle,
+}
+
+impl Pump<'_> {
+    /// Before the upstream's head: forwards the client's messages; resolves
+    /// only if the client's side ends the call first.
+    async fn until_input_ends(
+        &mut self,
+        incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+    ) -> End {
+        loop {
+            if let Some(message) = self.pending.take() {
+                let ends = message.is_none();
+                if let Some(tx) = &self.to_upstream
+                    && tx.send(message).await.is_err()
+                {
+                    // The call failed before its head; `open` says why.
+                    return std::future::pending().await;
+                }
+                if ends {
+                    self.to_upstream = None;
+                }
+            }
+            match incoming.next().await {
+                Some(Ok(message)) => {
+                    if let Some(end) = self.from_client(message) {
+                        return end;
+                    }
+                }
+                _ => return End::ClientGone,
+            }
+        }
+    }
+
+    async fn relay(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        incoming: &mut futures_util::stream::SplitStream<WebSocket>,
+        messages: &mut MessageStream,
+        idle: Option<Duration>,
+    ) -> End {
+        let mut last = Instant::now();
+        loop {
+            let idle_at = idle.map(|idle| last + idle);
+            let event = {
+                let send = async {
+                    match (&self.to_upstream, &self.pending) {
+                        (Some(tx), Some(message)) => {
+                            let _ = tx.send(message.clone()).await;
+                        }
+                        _ => std::future::pending().await,
+                    }
+                };
+                let reading = self.pending.is_none();
+                tokio::select! {
+                    biased;
+                    () = send => Event::Sent,
+                    next = incoming.next(), if reading => Event::Client(next),
+                    next = messages.message() => Event::Upstream(next),
+                    () = sleep_until(self.session.deadline.instant()) => Event::Deadline,
+                    () = sleep_some(idle_at) => Event::Idle,
+                }
+            };
+            match event {
+                Event::Sent => {
+                    if let Some(None) = self.pending.take() {
+                        self.to_upstream = None;
+                    }
+                }
+                Event::Client(Some(Ok(message))) => {
+                    last = Instant::now();
+                    if let Some(end) = self.from_client(message) {
+                        return end;
+                    }
+                }
+                Event::Client(_) => return End::ClientGone,
+                Event::Upstream(Ok(Some(message))) => {
+                    last = Instant::now();
+                    if let Some(end) = self.to_client(sink, message).await {
+                        return end;
+                    }
+                }
+                Event::Upstream(Ok(None)) => return End::Ok,
+                Event::Upstream(Err(error)) => return self.failed(Failure::Call(error)),
+                Event::Deadline => return self.failed(Failure::Call(CallError::DeadlineExceeded)),
+                Event::Idle => return self.failed(Failure::Idle(idle.unwrap_or_default())),
+            }
+        }
+    }
+
+    /// Takes one client frame; `Some` when it ends the call.
+    fn from_client(&mut self, message: Message) -> Option<End> {
+        let (body, raw) = match message {
+            Message::Text(text) if text.is_empty() && self.to_upstream.is_some() => {
+                // The client's half is done; the upstream sees end of stream.
+                self.pending = Some(None);
+                return None;
+            }
+            Message::Text(text) => (Bytes::copy_from_slice(text.as_bytes()), false),
+            Message::Binary(data) => (data, true),
+            Message::Close(_) => return Some(End::ClientGone),
+            Message::Ping(_) | Message::Pong(_) => return None,
+        };
+        if self.to_upstream.is_none() {
+            return Some(End::Failed(StreamError::UnexpectedMessage.into()));
+        }
+        let raw_input = crate::stream::request::is_raw(&self.session.frames);
+        if raw != raw_input {
+            let error = if raw_input {
+                StreamError::WrongFrame { expected: "binary" }
+            } else {
+                StreamError::WrongFrame { expected: "text" }
+            };
+            return Some(End::Failed(error.into()));
+        }
+        self.received += 1;
+        match self.session.encode(&self.session.frames, body, raw) {
+            Ok(framed) => {
+                self.pending = Some(Some(framed));
+                None
+            }
+            Err(source) => {
+                let index = self.received;
+                Some(End::Failed(
+                    StreamError::BadMessage { index, source }.into(),
+                ))
+            }
+        }
+    }
+
+    /// Sends one upstream message to the client; `Some` when that fails.
+    async fn to_client(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+        message: Bytes,
+    ) -> Option<End> {
+        let plan = &self
+            .session
+            .snapshot
+            .plans
+            .get(self.session.binding)
+            .transcode;
+        let reply = match transcode::response(plan, message) {
+            Ok(reply) => reply,
+            Err(error) => return Some(self.failed(Failure::Transcode(error))),
+        };
+        let frame = if reply.content_type == crate::headers::CONTENT_TYPE_JSON {
+            match String::from_utf8(reply.body.to_vec()) {
+                Ok(text) => Message::Text(text.into()),
+                Err(_) => Message::Binary(reply.body),
+            }
+        } else {
+            Message::Binary(reply.body)
+        };
+        sink.send(frame).await.err().map(|_| End::ClientGone)
+    }
+
+    fn failed(&self, failure: Failure) -> End {
+        let session = self.session;
+        let plan = session.snapshot.plans.get(session.binding);
+        End::Failed(failure_error(
+            &session.snapshot,
+            plan,
+            session.deadline,
+            failure,
+        ))
+    }
+}
+
+async fn sleep_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The close frame's reason: the status message, cut to what fits.
+fn close_reason(error: &GatewayError) -> String {
+    let body = error.body();
+    let message = body["message"].as_str().unwrap_or("").to_string();
+    if message.len() <= MAX_REASON {
+        return message;
+    }
+    let mut end = MAX_REASON;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
