@@ -458,6 +458,7 @@ fn print_demo_help(listen: SocketAddr) {
             "curl -X PATCH '{base}/v1/shelves/1/books/2?updateMask=rating' -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"rating\":5}}'"
         ),
         format!("curl -i {base}/v1/shelves/9"),
+        format!("curl -N {base}/v1/shelves/1:watch   # a server stream: leave it open, then write"),
     ];
     eprintln!("\nprotogate demo is up. Reads are public; writes need the demo token. Try:\n");
     for line in lines {

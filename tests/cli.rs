@@ -123,8 +123,24 @@ fn check_on_the_shipped_routes_toml_prints_the_route_table() {
         "/v1/shelves/{shelf}/books",
         "bookstore.v1.Bookstore.CreateBook"
     ));
-    assert_eq!(rows(&output).len(), 15);
-    assert!(stdout.ends_with("15 route(s) OK\n"), "{stdout}");
+    let watch_shelf = rows(&output)
+        .into_iter()
+        .find(|r| r[1] == "/v1/shelves/{shelf}:watch")
+        .expect("WatchShelf row");
+    assert_eq!(
+        watch_shelf,
+        [
+            "GET",
+            "/v1/shelves/{shelf}:watch",
+            "bookstore.v1.Bookstore.WatchShelf",
+            "bookstore",
+            "1h",
+            "none"
+        ],
+        "a watch's budget is its stream_timeout, not the upstream's 5s"
+    );
+    assert_eq!(rows(&output).len(), 16);
+    assert!(stdout.ends_with("16 route(s) OK\n"), "{stdout}");
 }
 
 #[test]
@@ -207,7 +223,7 @@ fn expose_false_removes_a_method_from_the_route_table() {
         "/v1/shelves/{shelf}",
         "bookstore.v1.Bookstore.DeleteShelf"
     ));
-    assert!(stdout.ends_with("14 route(s) OK\n"), "{stdout}");
+    assert!(stdout.ends_with("15 route(s) OK\n"), "{stdout}");
 }
 
 #[test]
@@ -240,7 +256,7 @@ fn check_reads_http_rules_from_a_descriptor_set() {
         "bookstore.v1.Bookstore.PublishBook"
     ));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.ends_with("15 route(s) OK\n"), "{stdout}");
+    assert!(stdout.ends_with("16 route(s) OK\n"), "{stdout}");
 }
 
 #[test]

@@ -14,6 +14,9 @@ use tonic::{Code, Request, Response, Status};
 /// Types generated from the protos at build time.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 mod service;
+mod watch;
+
+pub use watch::ShelfEvents;
 
 pub mod pb {
     /// google.* packages used by the Bookstore.
@@ -51,6 +54,9 @@ struct Data {
     shelves: BTreeMap<i64, Shelf>,
     books: BTreeMap<(i64, i64), Book>,
     covers: BTreeMap<(i64, i64), HttpBody>,
+    /// Each shelf's changes, for WatchShelf; made on the first write or
+    /// watch, dropped with the shelf (which ends its watches).
+    logs: BTreeMap<i64, watch::ShelfLog>,
     next_id: i64,
 }
 
@@ -173,6 +179,35 @@ impl Store {
             .get(&shelf)
             .cloned()
             .ok_or_else(|| not_found("shelf", &format!("shelves/{shelf}")))
+    }
+}
+
+// === impl Data ===
+
+impl Data {
+    /// Records a change to a book of `shelf` for its watchers; called
+    /// under the lock with the write itself, so watchers see changes in the
+    /// order they were made.
+    fn changed(&mut self, shelf: i64, kind: shelf_event::Kind, book: &Book) {
+        self.logs
+            .entry(shelf)
+            .or_default()
+            .record(kind, book.clone());
+    }
+
+    /// Starts a watch of `shelf` (see [`watch::ShelfLog::watch`]).
+    fn watch(&mut self, shelf: i64, since_revision: i64) -> Result<watch::Watch, Status> {
+        if !self.shelves.contains_key(&shelf) {
+            return Err(not_found("shelf", &format!("shelves/{shelf}")));
+        }
+        let books = self
+            .books
+            .range((shelf, i64::MIN)..=(shelf, i64::MAX))
+            .map(|(_, book)| book.clone());
+        self.logs
+            .entry(shelf)
+            .or_default()
+            .watch(since_revision, books)
     }
 }
 

@@ -256,7 +256,7 @@ impl Streaming for Service {
                 let data: Vec<u8> = (offset..offset + n).map(|i| (i % 251) as u8).collect();
                 let body = HttpBody {
                     content_type: "application/x-test-bytes".into(),
-                    data: data.into(),
+                    data,
                     extensions: vec![],
                 };
                 if tx.send(Ok(body)).await.is_err() {

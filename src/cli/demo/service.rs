@@ -1,10 +1,14 @@
 //! The Bookstore gRPC service over the in-memory [`Store`]: every RPC of
 //! bookstore.v1, with the google.rpc error details a real service sends.
+//! Every write to a book is also recorded for the shelf's watchers.
 
 use super::*;
+use shelf_event::Kind;
 
 #[tonic::async_trait]
 impl Bookstore for Store {
+    type WatchShelfStream = ShelfEvents;
+
     async fn list_shelves(
         &self,
         _: Request<ListShelvesRequest>,
@@ -49,6 +53,7 @@ impl Bookstore for Store {
             )));
         }
         data.shelves.remove(&shelf);
+        data.logs.remove(&shelf);
         Ok(Response::new(()))
     }
 
@@ -107,6 +112,7 @@ impl Bookstore for Store {
         book.id = data.next_id;
         book.name = format!("shelves/{}/books/{}", request.shelf, book.id);
         data.books.insert((request.shelf, book.id), book.clone());
+        data.changed(request.shelf, Kind::BookCreated, &book);
         drop(data);
         self.recount();
         Ok(Response::new(book))
@@ -156,9 +162,9 @@ impl Bookstore for Store {
                 }
             }
         }
-        self.data()
-            .books
-            .insert((request.shelf, book.id), book.clone());
+        let mut data = self.data();
+        data.books.insert((request.shelf, book.id), book.clone());
+        data.changed(request.shelf, Kind::BookUpdated, &book);
         Ok(Response::new(book))
     }
 
@@ -168,7 +174,11 @@ impl Bookstore for Store {
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
         self.book(request.shelf, request.book)?;
-        self.data().books.remove(&(request.shelf, request.book));
+        let mut data = self.data();
+        if let Some(book) = data.books.remove(&(request.shelf, request.book)) {
+            data.changed(request.shelf, Kind::BookDeleted, &book);
+        }
+        drop(data);
         self.recount();
         Ok(Response::new(()))
     }
@@ -187,9 +197,9 @@ impl Bookstore for Store {
             seconds: now,
             nanos: 0,
         }));
-        self.data()
-            .books
-            .insert((request.shelf, book.id), book.clone());
+        let mut data = self.data();
+        data.books.insert((request.shelf, book.id), book.clone());
+        data.changed(request.shelf, Kind::BookUpdated, &book);
         Ok(Response::new(book))
     }
 
@@ -264,5 +274,14 @@ impl Bookstore for Store {
             .covers
             .insert((request.shelf, request.book), cover);
         Ok(Response::new(()))
+    }
+
+    async fn watch_shelf(
+        &self,
+        request: Request<WatchShelfRequest>,
+    ) -> Result<Response<Self::WatchShelfStream>, Status> {
+        let request = request.into_inner();
+        let watch = self.data().watch(request.shelf, request.since_revision)?;
+        Ok(Response::new(watch.into_stream()))
     }
 }
