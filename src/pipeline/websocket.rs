@@ -321,7 +321,7 @@ impl Pump<'_> {
             }
             match incoming.next().await {
                 Some(Ok(message)) => {
-                    if let Some(end) = self.from_client(message) {
+                    if let Some(end) = self.take_client_frame(message) {
                         return end;
                     }
                 }
@@ -367,14 +367,14 @@ impl Pump<'_> {
                 }
                 Event::Client(Some(Ok(message))) => {
                     last = Instant::now();
-                    if let Some(end) = self.from_client(message) {
+                    if let Some(end) = self.take_client_frame(message) {
                         return end;
                     }
                 }
                 Event::Client(_) => return End::ClientGone,
                 Event::Upstream(Ok(Some(message))) => {
                     last = Instant::now();
-                    if let Some(end) = self.to_client(sink, message).await {
+                    if let Some(end) = self.send_to_client(sink, message).await {
                         return end;
                     }
                 }
@@ -387,7 +387,7 @@ impl Pump<'_> {
     }
 
     /// Takes one client frame; `Some` when it ends the call.
-    fn from_client(&mut self, message: Message) -> Option<End> {
+    fn take_client_frame(&mut self, message: Message) -> Option<End> {
         let (body, raw) = match message {
             Message::Text(text) if text.is_empty() && self.to_upstream.is_some() => {
                 // The client's half is done; the upstream sees end of stream.
@@ -427,8 +427,8 @@ impl Pump<'_> {
     }
 
     /// Sends one upstream message to the client; `Some` when that fails.
-    async fn to_client(
-        &mut self,
+    async fn send_to_client(
+        &self,
         sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
         message: Bytes,
     ) -> Option<End> {
