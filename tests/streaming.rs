@@ -382,6 +382,9 @@ async fn a_slow_reader_slows_the_upstream_instead_of_filling_memory() {
         last = sent;
     }
     let buffered_bytes = last * 1000;
+    println!(
+        "the upstream stalled after {last} of {total} ticks ({buffered_bytes} bytes ahead of the reader)"
+    );
     assert!(
         last < total,
         "the upstream sent everything to a client that reads nothing"
