@@ -13,32 +13,33 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use tower::ServiceExt as _;
 
 use tokio::time::Instant;
 
-use crate::auth::Identity;
 use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
 use crate::metadata;
-use crate::metrics::{Metrics, Observation, RouteMetrics};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
+use crate::route::RouteError;
 use crate::route::path::normalize;
-use crate::route::{BindingId, RouteError, RouteMatch};
 use crate::snapshot::Snapshot;
 use crate::trace::{Exporter, FinishedSpan, Trace};
-use crate::transcode::{self, request::HttpInput};
-use crate::upstream::{CallError, Deadline, UnaryRequest, deadline};
+use crate::upstream::{Deadline, deadline};
 
 mod answer;
+mod observe;
 mod streaming;
+mod unary;
 mod websocket;
 
 use answer::{allow, respond, server_timing};
+use observe::{Observed, access_log, record, route_name};
+use unary::{call_failed, fetch, invalidate_after_write, refetch};
 
 /// The running gateway: the current snapshot, swapped whole on reload,
 /// and its metrics, which outlive every snapshot.
@@ -106,25 +107,6 @@ impl Gateway {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
-}
-
-/// What the stages learnt about a request, for its metrics and access log.
-#[derive(Debug, Default)]
-struct Observed {
-    /// The binding, once the route matched.
-    binding: Option<BindingId>,
-    /// Time on the upstream call, when this request made one.
-    upstream: Option<std::time::Duration>,
-    /// The endpoint that answered this request's call.
-    endpoint: Option<http::uri::Authority>,
-    /// Attempts after the first on this request's call.
-    retries: u32,
-    /// Request body bytes read.
-    request_bytes: u64,
-    /// Where the gateway cache answered from, if the route uses it.
-    cache: Option<CacheStatus>,
-    /// The API key's consumer or the token's `sub` (never the credential).
-    consumer: Option<String>,
 }
 
 /// The public router: every request goes to [`handle`], behind the edge
@@ -249,85 +231,6 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         );
     }
     response
-}
-
-/// The access log line (target `protogate::access`): who asked what, how it
-/// went, and where the time went. Never a credential: the caller is named
-/// by its API key's consumer or its token's `sub`.
-#[allow(clippy::too_many_arguments)]
-fn access_log(
-    snapshot: &Snapshot,
-    request_id: &HeaderValue,
-    trace: &Trace,
-    method: &Method,
-    uri: &http::Uri,
-    observed: &Observed,
-    response: &Response,
-    started: Instant,
-) {
-    let total = started.elapsed();
-    let upstream = observed.upstream.unwrap_or_default();
-    let plan = observed.binding.map(|b| snapshot.plans.get(b));
-    tracing::info!(
-        target: "protogate::access",
-        request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = %trace.trace_id(),
-        span_id = %trace.span_id(),
-        %method,
-        route = %route_name(snapshot, observed),
-        path = uri.path(),
-        status = response.status().as_u16(),
-        request_bytes = observed.request_bytes,
-        response_bytes = http_body::Body::size_hint(response.body()).exact(),
-        total_us = total.as_micros() as u64,
-        upstream_us = observed.upstream.map(|u| u.as_micros() as u64),
-        gateway_us = total.saturating_sub(upstream).as_micros() as u64,
-        upstream = plan.map(|p| &*p.upstream.upstream_name),
-        endpoint = observed.endpoint.as_ref().map(|e| e.as_str()),
-        retries = observed.retries,
-        consumer = observed.consumer.as_deref(),
-        cache = observed.cache.map(CacheStatus::as_str),
-        "request"
-    );
-}
-
-/// The matched binding's path template, or `unmatched`.
-fn route_name(snapshot: &Snapshot, observed: &Observed) -> String {
-    observed.binding.map_or_else(
-        || crate::metrics::UNMATCHED.to_string(),
-        |b| snapshot.plans.get(b).template.to_string(),
-    )
-}
-
-/// Records an answered request's metrics.
-fn record(
-    metrics: &Metrics,
-    routes: &RouteMetrics,
-    method: &Method,
-    observed: &Observed,
-    response: &Response,
-    started: Instant,
-) {
-    let status = response.status();
-    if let Some(cache) = observed.cache {
-        metrics.cache_lookup(cache);
-    }
-    if status == StatusCode::NOT_MODIFIED {
-        metrics.not_modified();
-    }
-    routes.record(
-        method,
-        &Observation {
-            binding: observed.binding.map(BindingId::index),
-            status,
-            total: started.elapsed(),
-            upstream: observed.upstream,
-            request_bytes: observed.request_bytes,
-            response_bytes: http_body::Body::size_hint(response.body())
-                .exact()
-                .unwrap_or(0),
-        },
-    );
 }
 
 async fn serve(
@@ -484,168 +387,10 @@ async fn serve(
     )
 }
 
-/// A successful write invalidates what the gateway cached for its target
-/// URI and for the binding's surrogate keys (RFC 9111 §4.4).
-fn invalidate_after_write(
-    snapshot: &Snapshot,
-    plan: &MethodPlan,
-    method: &Method,
-    path: &str,
-    found: &RouteMatch,
-) {
-    let Some(cache) = &snapshot.response_cache else {
-        return;
-    };
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return;
-    }
-    cache.purge_path(path);
-    for key in plan.cache.surrogate_keys(&found.captures) {
-        cache.purge(&key);
-    }
-}
-
 fn deadline_exceeded(deadline: Deadline) -> GatewayError {
     GatewayError::DeadlineExceeded {
         budget: deadline.budget(),
     }
-}
-
-/// Calls the upstream for a matched request and transcodes the answer.
-#[allow(clippy::too_many_arguments)]
-async fn fetch(
-    snapshot: &Snapshot,
-    plan: &MethodPlan,
-    found: &RouteMatch,
-    parts: &Parts,
-    body: Bytes,
-    identity: &Identity,
-    request_id: &HeaderValue,
-    deadline: Deadline,
-    trace: &Trace,
-    observed: &mut Observed,
-) -> Result<Answer, GatewayError> {
-    let framed = transcode::request(
-        &plan.transcode,
-        HttpInput {
-            captures: &found.captures,
-            query: parts.uri.query(),
-            content_type: parts.headers.get(header::CONTENT_TYPE),
-            body,
-            max_json_depth: snapshot.settings.limits.max_json_depth,
-            multipart: Some(transcode::MultipartLimits {
-                max_part_bytes: snapshot.settings.limits.max_multipart_part_bytes,
-                max_parts: snapshot.settings.limits.max_multipart_parts,
-            }),
-        },
-    )?;
-    let upstream = &snapshot.upstreams[plan.upstream.upstream];
-    let mut metadata = metadata::upstream(
-        parts,
-        &snapshot.settings.forwarding,
-        request_id,
-        identity,
-        plan.auth.forward_authorization,
-    );
-    trace.propagate(&mut metadata);
-    let call = UnaryRequest {
-        path: plan.upstream.grpc_path.clone(),
-        framed,
-        metadata,
-    };
-    let called = Instant::now();
-    let reply = upstream
-        .call(call, &plan.upstream, deadline)
-        .await
-        .inspect(|reply| {
-            observed.endpoint.clone_from(&reply.endpoint);
-            observed.retries = reply.retries;
-        })
-        // A failed call's time counts too (a 503's latency is the upstream's).
-        .inspect_err(|_| observed.upstream = Some(called.elapsed()))
-        .map_err(|e| call_failed(snapshot, plan, deadline, e))?;
-    let upstream_time = called.elapsed();
-    observed.upstream = Some(upstream_time);
-    let reply_body = transcode::response(&plan.transcode, reply.message)?;
-    let mut headers = HeaderMap::new();
-    metadata::downstream(
-        &[&reply.headers, &reply.trailers],
-        &snapshot.settings.forwarding.response,
-        &mut headers,
-    );
-    Ok(Answer {
-        body: reply_body.body,
-        content_type: reply_body.content_type,
-        headers,
-        upstream_time,
-    })
-}
-
-/// Why an upstream call failed, as the gateway answers it: the service's
-/// status with its details and allowlisted metadata, or the transport's
-/// or the deadline's failure.
-fn call_failed(
-    snapshot: &Snapshot,
-    plan: &MethodPlan,
-    deadline: Deadline,
-    error: CallError,
-) -> GatewayError {
-    match error {
-        CallError::Status { status, metadata } => {
-            let mut rendered = transcode::upstream_status(&status, &snapshot.pool);
-            let allowlist = &snapshot.settings.forwarding.response;
-            metadata::downstream(&[&metadata], allowlist, &mut rendered.headers);
-            if rendered.code == tonic::Code::NotFound
-                && let Some(control) = plan.cache.not_found()
-            {
-                // The route opted into a short negative cache for 404s.
-                rendered
-                    .headers
-                    .insert(header::CACHE_CONTROL, control.clone());
-            }
-            GatewayError::Upstream(Box::new(rendered))
-        }
-        CallError::Transport(t) => GatewayError::Transport(t),
-        CallError::DeadlineExceeded => deadline_exceeded(deadline),
-    }
-}
-
-/// A background revalidation: the same anonymous GET, with a fresh deadline.
-async fn refetch(
-    snapshot: &Snapshot,
-    method: Method,
-    uri: http::Uri,
-    headers: HeaderMap,
-    peer: Option<metadata::ClientAddr>,
-    request_id: &HeaderValue,
-) -> Result<Answer, GatewayError> {
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.headers = headers;
-    if let Some(peer) = peer {
-        parts.extensions.insert(peer);
-    }
-    let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
-    let found = snapshot.routes.find(&parts.method, &path)?;
-    let plan = snapshot.plans.get(found.binding);
-    let deadline = Deadline::start(plan.upstream.timeout, None);
-    let identity = Identity::anonymous();
-    fetch(
-        snapshot,
-        plan,
-        &found,
-        &parts,
-        Bytes::new(),
-        &identity,
-        request_id,
-        deadline,
-        // A background refresh is no client's request: a trace of its own,
-        // and nothing to report.
-        &Trace::start(&HeaderMap::new(), false),
-        &mut Observed::default(),
-    )
-    .await
 }
 
 /// A client's `grpc-timeout`, if it sent one; malformed is a 400.
