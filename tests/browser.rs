@@ -11,170 +11,18 @@
 //! other origin the browser rejects both fetches. Without Chromium these
 //! tests fail (CI's `.ci/run` installs it).
 
+#[path = "browser/chromium.rs"]
+mod chromium;
 #[path = "varnish/recorder.rs"]
 mod recorder;
 mod support;
 
-use std::convert::Infallible;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use chromium::{dump_dom, result, serve_page};
 use recorder::Recorder;
 use support::*;
 use tokio::net::TcpListener;
 
 const PAGE: &str = include_str!("browser/page.html");
-
-/// chromium, wherever Debian put it; fails the test with an install hint if missing.
-fn chromium() -> PathBuf {
-    installed_program(
-        "chromium",
-        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
-        "chromium",
-    )
-}
-
-/// Serves `page` as `/page.html` on `listener` until dropped.
-struct PageServer {
-    origin: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PageServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn serve_page(listener: TcpListener, page: String) -> PageServer {
-    let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    let page = Bytes::from(page);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let page = page.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let page = page.clone();
-                    async move {
-                        let mut response = if request.uri().path() == "/page.html" {
-                            let mut ok = Response::new(Full::new(page));
-                            ok.headers_mut().insert(
-                                "content-type",
-                                http::HeaderValue::from_static("text/html; charset=utf-8"),
-                            );
-                            ok
-                        } else {
-                            let mut missing = Response::new(Full::new(Bytes::new()));
-                            *missing.status_mut() = http::StatusCode::NOT_FOUND;
-                            missing
-                        };
-                        response
-                            .headers_mut()
-                            .insert("cache-control", http::HeaderValue::from_static("no-store"));
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    PageServer { origin, task }
-}
-
-/// One browser at a time: two Chromiums starting together on a 2-core CI
-/// machine compete for the same cold disk cache and CPU.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// An upper bound, not a synchronisation: `--dump-dom` returns as soon as
-/// the page's virtual time budget is spent. A freshly installed Chromium's
-/// first cold start on a loaded machine has taken more than 15 s.
-const BROWSER_BOUND: Duration = Duration::from_secs(120);
-
-/// Loads `url` in a fresh headless Chromium and returns the dumped DOM.
-/// Bounded by `BROWSER_BOUND`; the browser is killed (by PID) if it
-/// overruns, and its stderr is shown either way a run fails.
-async fn dump_dom(url: &str) -> String {
-    let _one_browser = ONE_BROWSER.lock().await;
-    let profile = tempfile::tempdir().expect("profile dir");
-    let mut child = tokio::process::Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--no-proxy-server",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=10000", "--dump-dom", url])
-        // No session bus in CI containers: without this Chromium waits on
-        // D-Bus connection attempts before it starts.
-        .env("DBUS_SESSION_BUS_ADDRESS", "disabled:")
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "disabled:")
-        .env("HOME", profile.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chromium");
-    let stdout = tokio::spawn(read_all(child.stdout.take()));
-    let stderr = tokio::spawn(read_all(child.stderr.take()));
-    let status = tokio::time::timeout(BROWSER_BOUND, child.wait()).await;
-    if status.is_err() {
-        let _ = child.kill().await;
-    }
-    let dom = stdout.await.expect("stdout reader");
-    let log = stderr.await.expect("stderr reader");
-    match status {
-        Ok(status) => {
-            let status = status.expect("wait for chromium");
-            assert!(
-                status.success() && dom.contains("</html>"),
-                "chromium failed ({status}); stderr:\n{log}"
-            );
-            dom
-        }
-        Err(_) => panic!(
-            "chromium did not dump the DOM within {} s; stderr:\n{log}",
-            BROWSER_BOUND.as_secs()
-        ),
-    }
-}
-
-/// Everything a child's pipe carries until it closes.
-async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
-    let mut bytes = Vec::new();
-    if let Some(mut pipe) = pipe {
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// The text of `<pre id="{id}">` in a dumped DOM.
-fn result(dom: &str, id: &str) -> String {
-    let open = format!("<pre id=\"{id}\">");
-    let start = dom
-        .find(&open)
-        .unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"))
-        + open.len();
-    let end = dom[start..].find("</pre>").expect("closed pre") + start;
-    dom[start..end].to_string()
-}
 
 /// What one page load did.
 struct Outcome {
@@ -209,7 +57,11 @@ async fn load_page(allowed: impl Fn(&str) -> String) -> Outcome {
         PAGE.replace("__GATEWAY__", &format!("http://{}", recorder.addr)),
     );
     assert_eq!(server.origin, page_origin);
-    let dom = dump_dom(&format!("{page_origin}/page.html")).await;
+    let dom = dump_dom(
+        &format!("{page_origin}/page.html"),
+        &["--virtual-time-budget=10000"],
+    )
+    .await;
     assert_eq!(
         result(&dom, "done"),
         "done",
