@@ -33,6 +33,8 @@ use pump::Pump;
 const NORMAL: u16 = 1000;
 /// Close codes 4000–4999 are the application's: 4000 + the gRPC code.
 const STATUS_BASE: u16 = 4000;
+/// How long the gateway waits for the client's Close after sending its own.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest close reason a control frame can carry (125 bytes less the code).
 const MAX_REASON: usize = 123;
 
@@ -190,6 +192,18 @@ impl Session {
             reason: Utf8Bytes::from(reason),
         };
         let _ = sink.send(Message::Close(Some(frame))).await;
+        // The closing handshake (RFC 6455 §7.1.1): the client answers with
+        // its own Close before the connection goes, or the browser reports
+        // the close as unclean. A client that never answers is not waited
+        // for long.
+        let answered = async {
+            while let Some(Ok(message)) = incoming.next().await {
+                if matches!(message, Message::Close(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, answered).await;
     }
 
     async fn call(
