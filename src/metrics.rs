@@ -12,6 +12,9 @@
 //! a method one of the standard ones (or `OTHER`), a status its class.
 
 mod scrape;
+mod streams;
+
+pub use streams::{OpenStream, StreamMetrics, StreamOutcome};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -77,6 +80,7 @@ pub struct Metrics {
     not_modified: Counter,
     reloads: Family<ResultLabel, Counter>,
     generation: Gauge,
+    streams: StreamMetrics,
     live: Arc<scrape::Live>,
 }
 
@@ -174,6 +178,7 @@ impl Metrics {
             not_modified: Counter::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
+            streams: StreamMetrics::default(),
             live: Arc::new(scrape::Live::new(snapshot)),
         };
         metrics.generation.set(1);
@@ -244,6 +249,7 @@ impl Metrics {
             "Snapshots installed since start (1 = the first)",
             self.generation.clone(),
         );
+        self.streams.register(r);
         r.register_collector(Box::new(self.live.clone()));
         self
     }
@@ -292,6 +298,11 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
+    }
+
+    /// The stream families, for the streaming paths.
+    pub fn streams(&self) -> &StreamMetrics {
+        &self.streams
     }
 
     /// Counts a request refused by authentication, by reason.

@@ -22,7 +22,7 @@ use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
 use crate::metadata;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Metrics, RouteMetrics, StreamMetrics};
 use crate::plan::MethodPlan;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::RouteError;
@@ -173,6 +173,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     let mut observed = Observed::default();
     let served = serve(
         snapshot,
+        gateway.metrics.streams(),
         request,
         &request_id,
         started,
@@ -235,6 +236,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
 
 async fn serve(
     snapshot: &Arc<Snapshot>,
+    streams: &StreamMetrics,
     request: Request,
     request_id: &HeaderValue,
     received: Instant,
@@ -286,6 +288,7 @@ async fn serve(
         };
         let call = streaming::Call {
             snapshot,
+            streams,
             plan,
             policy,
             found: &found,

@@ -2,6 +2,7 @@
 //! Prometheus text parses and counts exactly what was sent, per route
 //! template, method and status class.
 
+mod stream_upstream;
 mod support;
 
 use std::collections::BTreeMap;
@@ -327,9 +328,23 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 async fn the_dashboard_and_the_readme_name_only_metrics_the_gateway_exports() {
     let echo = spawn_scripted(pool(), Reply::Echo).await;
     let (_refusing, down) = refusing_addr();
-    let toml = mixed_toml(echo.addr, down);
+    let streams = stream_upstream::spawn_stream_upstream().await;
+    let toml = mixed_toml(echo.addr, down).replace(
+        "\"bookstore/v1/bookstore.proto\"]",
+        "\"bookstore/v1/bookstore.proto\", \"testing/v1/streaming.proto\"]",
+    ) + &format!(
+        "\n[upstreams.streams]\nendpoints = [\"http://{}\"]\n\n[[routes]]\nservice = \"testing.v1.Streaming\"\nupstream = \"streams\"\nauth = \"none\"\n",
+        streams.addr
+    );
     let gateway = spawn_gateway(&toml).await;
     let admin = spawn_admin(&gateway).await;
+    // And a stream, so the stream families have a series.
+    let ticks = client()
+        .get(format!("{}/v1/ticks?count=1", gateway.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ticks.text().await.expect("body").lines().count(), 1);
     // One of each: a cached answer, a refusal, a reload.
     assert_eq!(
         get(format!("{}/v1/echo?stringValue=c", gateway.base), None).await,
@@ -472,4 +487,59 @@ async fn token_rejections_are_counted_by_kind_and_jwks_fetches_and_keys_per_prov
         m.get("protogate_auth_jwks_fetch_failures_total", &provider),
         0.0
     );
+}
+
+#[tokio::test]
+async fn streams_are_counted_open_and_by_how_they_ended() {
+    let upstream = stream_upstream::spawn_stream_upstream().await;
+    let toml = stream_upstream::streaming_toml(upstream.addr, r#"stream_timeout = "60s""#);
+    let gateway = spawn_gateway(&toml).await;
+    let admin = spawn_admin(&gateway).await;
+    let http = client();
+    let ok = http
+        .get(format!("{}/v1/ticks?count=3", gateway.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.text().await.expect("body").lines().count(), 3);
+    let failed = http
+        .get(format!("{}/v1/ticks?count=2&fail_code=9", gateway.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(failed.text().await.expect("body").lines().count(), 3);
+    // A client that leaves mid-stream: counted when the gateway drops its
+    // side, which is before the upstream sees the reset.
+    let mut gone = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/ticks?count=1000&interval_ms=20",
+            gateway.base
+        ))
+        .send()
+        .await
+        .expect("send");
+    gone.chunk().await.expect("read").expect("a first line");
+    drop(gone);
+    upstream.state.next_cancellation().await;
+
+    let scraped = Scraped::fetch(&admin).await;
+    let ended = |outcome| {
+        scraped.get(
+            "protogate_streams_total",
+            &[
+                ("route", "/v1/ticks"),
+                ("transport", "http"),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(ended("ok"), 1.0);
+    assert_eq!(ended("failed"), 1.0);
+    assert_eq!(ended("client_gone"), 1.0);
+    let messages = scraped.get(
+        "protogate_stream_messages_total",
+        &[("route", "/v1/ticks"), ("transport", "http")],
+    );
+    assert!((6.0..=10.0).contains(&messages), "{messages} messages");
+    assert_eq!(scraped.get("protogate_streams_open", &[]), 0.0);
 }

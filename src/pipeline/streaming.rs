@@ -18,6 +18,7 @@ use crate::error::GatewayError;
 use crate::headers::SERVER_TIMING;
 use crate::limits::LimitError;
 use crate::metadata;
+use crate::metrics::{StreamMetrics, StreamOutcome};
 use crate::plan::MethodPlan;
 use crate::route::RouteMatch;
 use crate::snapshot::Snapshot;
@@ -34,6 +35,7 @@ use crate::upstream::{Deadline, MessageStream, StreamBody, StreamRequest};
 /// One streaming request, authenticated.
 pub(super) struct Call<'a> {
     pub snapshot: &'a Arc<Snapshot>,
+    pub streams: &'a StreamMetrics,
     pub plan: &'a MethodPlan,
     pub policy: &'a stream::Policy,
     pub found: &'a RouteMatch,
@@ -251,12 +253,14 @@ impl Call<'_> {
     fn on_end(&self) -> Box<dyn FnOnce(StreamEnd) + Send> {
         let request_id = self.request_id.clone();
         let route = self.plan.template.to_string();
+        let open = self.streams.opened(&route, "http");
         Box::new(move |end: StreamEnd| {
-            let outcome = match &end.outcome {
-                Outcome::Ok => "ok".to_string(),
-                Outcome::ClientGone => "client_gone".to_string(),
-                Outcome::Failed(status) => status.to_string(),
+            let (outcome, counted) = match &end.outcome {
+                Outcome::Ok => ("ok".to_string(), StreamOutcome::Ok),
+                Outcome::ClientGone => ("client_gone".to_string(), StreamOutcome::ClientGone),
+                Outcome::Failed(status) => (status.to_string(), StreamOutcome::Failed),
             };
+            open.ended(counted, end.messages);
             tracing::info!(
                 target: "protogate::access",
                 request_id = request_id.to_str().unwrap_or_default(),

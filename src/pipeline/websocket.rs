@@ -23,6 +23,7 @@ use super::streaming::Call;
 mod pump;
 
 use crate::error::GatewayError;
+use crate::metrics::{OpenStream, StreamOutcome};
 use crate::snapshot::Snapshot;
 use crate::stream::{Failure, StreamError};
 use crate::transcode::{self, request::HttpInput};
@@ -133,6 +134,10 @@ struct Session {
     query: Option<String>,
     metadata: http::HeaderMap,
     deadline: Deadline,
+    /// Counts the call among the open streams until it ends.
+    open: Option<OpenStream>,
+    /// Messages written to the client.
+    sent: std::sync::atomic::AtomicU64,
     /// How a client frame becomes a message: the binding's plan, except
     /// that a binding without a body rule (a GET) takes each frame as the
     /// whole message.
@@ -163,7 +168,10 @@ impl Session {
         if matches!(frames.body, transcode::BodyRule::None) {
             frames.body = transcode::BodyRule::Whole;
         }
+        let route = call.plan.template.to_string();
         Session {
+            open: Some(call.streams.opened(&route, "websocket")),
+            sent: std::sync::atomic::AtomicU64::new(0),
             frames,
             snapshot: call.snapshot.clone(),
             binding: call.found.binding,
@@ -174,9 +182,17 @@ impl Session {
         }
     }
 
-    async fn run(self, socket: WebSocket) {
+    async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut incoming) = socket.split();
         let end = self.call(&mut sink, &mut incoming).await;
+        if let Some(open) = self.open.take() {
+            let outcome = match &end {
+                End::Ok => StreamOutcome::Ok,
+                End::Failed(_) => StreamOutcome::Failed,
+                End::ClientGone => StreamOutcome::ClientGone,
+            };
+            open.ended(outcome, *self.sent.get_mut());
+        }
         let (code, reason) = match end {
             End::Ok => (NORMAL, String::new()),
             End::ClientGone => return,

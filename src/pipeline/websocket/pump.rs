@@ -188,7 +188,13 @@ impl Pump<'_> {
         } else {
             Message::Binary(reply.body)
         };
-        sink.send(frame).await.err().map(|_| End::ClientGone)
+        let sent = sink.send(frame).await;
+        if sent.is_ok() {
+            self.session
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        sent.err().map(|_| End::ClientGone)
     }
 
     pub(super) fn failed(&self, failure: Failure) -> End {
