@@ -52,6 +52,10 @@ pub struct Gateway {
     spans: Option<Exporter>,
     /// Set by a shutdown signal: readiness answers 503 from then on.
     draining: AtomicBool,
+    /// Set when the listener stops accepting: open streams end then, with
+    /// a last UNAVAILABLE their clients reconnect on (elsewhere), instead of
+    /// being cut when the shutdown grace runs out.
+    ending_streams: tokio::sync::watch::Sender<bool>,
 }
 
 /// A snapshot and its bindings' metric handles, swapped together so a
@@ -76,6 +80,7 @@ impl Gateway {
             metrics,
             spans,
             draining: AtomicBool::new(false),
+            ending_streams: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -83,6 +88,12 @@ impl Gateway {
     /// while requests are still served.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends every open stream (the listener has stopped accepting): each
+    /// gets a final UNAVAILABLE in its format, a WebSocket close 1001.
+    pub fn end_streams(&self) {
+        self.ending_streams.send_replace(true);
     }
 
     /// Whether a shutdown has begun.
@@ -174,6 +185,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     let served = serve(
         snapshot,
         gateway.metrics.streams(),
+        &gateway.ending_streams,
         request,
         &request_id,
         started,
@@ -234,9 +246,11 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     response
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     snapshot: &Arc<Snapshot>,
     streams: &StreamMetrics,
+    ending_streams: &tokio::sync::watch::Sender<bool>,
     request: Request,
     request_id: &HeaderValue,
     received: Instant,
@@ -289,6 +303,7 @@ async fn serve(
         let call = streaming::Call {
             snapshot,
             streams,
+            ending: ending_streams,
             plan,
             policy,
             found: &found,

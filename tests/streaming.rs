@@ -421,3 +421,27 @@ async fn a_stream_quieter_than_send_timeout_keeps_its_connection() {
     let text = String::from_utf8(buffer).expect("utf-8") + &rest(response).await;
     assert_eq!(text.lines().count(), 2, "{text}");
 }
+
+#[tokio::test]
+async fn a_shutdown_ends_open_streams_with_a_last_unavailable_instead_of_cutting_them() {
+    let upstream = spawn_stream_upstream().await;
+    let gateway = spawn_gateway(&streaming_toml(upstream.addr, r#"stream_timeout = "60s""#)).await;
+    let mut response = client()
+        .get(format!(
+            "{}/v1/ticks?count=1000&interval_ms=20",
+            gateway.base
+        ))
+        .send()
+        .await
+        .expect("send");
+    let mut buffer = Vec::new();
+    lines(&mut response, &mut buffer, 1).await;
+    // What the binary does once the drain delay has passed.
+    gateway.gateway.end_streams();
+    let text = String::from_utf8(buffer).expect("utf-8") + &rest(response).await;
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("lines")).expect("json");
+    assert_eq!(last["error"]["code"], 14, "{text}");
+    assert_eq!(last["error"]["details"][0]["reason"], "SHUTTING_DOWN");
+    upstream.state.next_cancellation().await;
+}

@@ -255,3 +255,21 @@ async fn a_quiet_socket_is_closed_at_the_idle_timeout_with_deadline_exceeded() {
     assert_eq!(closed(&mut socket).await.0, 4004);
     assert_eq!(u16::from(CloseCode::Normal), 1000);
 }
+
+#[tokio::test]
+async fn a_shutdown_closes_open_sockets_with_going_away() {
+    let upstream = spawn_stream_upstream().await;
+    let gateway = spawn_gateway(&streaming_toml(upstream.addr, r#"stream_timeout = "60s""#)).await;
+    let mut socket = connect(&format!("{}/v1/double", ws_base(&gateway)), &[])
+        .await
+        .expect("upgrade");
+    socket
+        .send(Message::text("{\"value\": 4}"))
+        .await
+        .expect("send");
+    assert_eq!(next_json(&mut socket).await["value"], "8");
+    gateway.gateway.end_streams();
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(code, 1001);
+    assert!(reason.contains("shutting down"), "{reason}");
+}

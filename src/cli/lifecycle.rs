@@ -119,6 +119,10 @@ pub(super) async fn drain_on_signal(gateway: Arc<Gateway>) {
         "shutdown signal: readiness now fails; still accepting for the drain delay"
     );
     tokio::time::sleep(delay).await;
+    // The listener stops accepting now; open streams end with a last
+    // UNAVAILABLE (WebSockets close 1001) and their clients reconnect to
+    // an instance that stays, instead of being cut at the grace's end.
+    gateway.end_streams();
 }
 
 pub(super) async fn shutdown_signal() {

@@ -199,6 +199,11 @@ pub(super) fn stream(error: &StreamError) -> Class {
             Code::FailedPrecondition,
             "WEBSOCKET_REQUIRED",
         ),
+        StreamError::ShuttingDown => class(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "SHUTTING_DOWN",
+        ),
         StreamError::IdleTimeout { .. } => class(
             StatusCode::GATEWAY_TIMEOUT,
             Code::DeadlineExceeded,

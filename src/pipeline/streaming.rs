@@ -36,6 +36,7 @@ use crate::upstream::{Deadline, MessageStream, StreamBody, StreamRequest};
 pub(super) struct Call<'a> {
     pub snapshot: &'a Arc<Snapshot>,
     pub streams: &'a StreamMetrics,
+    pub ending: &'a tokio::sync::watch::Sender<bool>,
     pub plan: &'a MethodPlan,
     pub policy: &'a stream::Policy,
     pub found: &'a RouteMatch,
@@ -79,10 +80,16 @@ impl Call<'_> {
             return self.single_answer(messages, &failed_input, called).await;
         };
         let raw = framing == Framing::Raw;
-        let start =
-            stream_response::start(&mut messages, self.policy, raw, self.deadline.instant())
-                .await
-                .map_err(|failure| self.failed(&failed_input, failure))?;
+        let ending = self.ending.subscribe();
+        let start = stream_response::start(
+            &mut messages,
+            self.policy,
+            raw,
+            self.deadline.instant(),
+            ending.clone(),
+        )
+        .await
+        .map_err(|failure| self.failed(&failed_input, failure))?;
         observed.upstream = Some(called.elapsed());
         let content_type = match (&start, framing) {
             (Start::Message(first), Framing::Raw) => self.http_body_type(first),
@@ -104,6 +111,7 @@ impl Call<'_> {
             start,
             render: self.render(),
             on_end: self.on_end(),
+            ending,
         };
         Ok(streamed(
             Body::new(stream.into_body()),
@@ -286,6 +294,7 @@ pub(super) fn failure_error(
         Failure::Call(error) => call_failed(snapshot, plan, deadline, error),
         Failure::Transcode(error) => error.into(),
         Failure::Idle(idle) => StreamError::IdleTimeout { idle }.into(),
+        Failure::ShuttingDown => StreamError::ShuttingDown.into(),
     }
 }
 

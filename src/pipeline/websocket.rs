@@ -32,6 +32,8 @@ use pump::Pump;
 
 /// Close code of a call that ended OK (RFC 6455 §7.4.1).
 const NORMAL: u16 = 1000;
+/// Close code of a call the gateway ends because it is shutting down.
+const GOING_AWAY: u16 = 1001;
 /// Close codes 4000–4999 are the application's: 4000 + the gRPC code.
 const STATUS_BASE: u16 = 4000;
 /// How long the gateway waits for the client's Close after sending its own.
@@ -134,6 +136,8 @@ struct Session {
     query: Option<String>,
     metadata: http::HeaderMap,
     deadline: Deadline,
+    /// Turns true when the gateway ends its streams (shutdown).
+    ending: tokio::sync::watch::Receiver<bool>,
     /// Counts the call among the open streams until it ends.
     open: Option<OpenStream>,
     /// Messages written to the client.
@@ -152,6 +156,8 @@ enum End {
     Failed(GatewayError),
     /// The client closed or went away; nothing more to say.
     ClientGone,
+    /// The gateway is shutting down: close 1001, the client reconnects.
+    GoingAway,
 }
 
 impl Session {
@@ -170,6 +176,7 @@ impl Session {
         }
         let route = call.plan.template.to_string();
         Session {
+            ending: call.ending.subscribe(),
             open: Some(call.streams.opened(&route, "websocket")),
             sent: std::sync::atomic::AtomicU64::new(0),
             frames,
@@ -188,7 +195,7 @@ impl Session {
         if let Some(open) = self.open.take() {
             let outcome = match &end {
                 End::Ok => StreamOutcome::Ok,
-                End::Failed(_) => StreamOutcome::Failed,
+                End::Failed(_) | End::GoingAway => StreamOutcome::Failed,
                 End::ClientGone => StreamOutcome::ClientGone,
             };
             open.ended(outcome, *self.sent.get_mut());
@@ -196,6 +203,7 @@ impl Session {
         let (code, reason) = match end {
             End::Ok => (NORMAL, String::new()),
             End::ClientGone => return,
+            End::GoingAway => (GOING_AWAY, StreamError::ShuttingDown.to_string()),
             End::Failed(error) => {
                 let status = error.body();
                 let last = serde_json::json!({ "error": status });
@@ -271,6 +279,7 @@ impl Session {
             pending: None,
             session: self,
             received: 0,
+            ending: self.ending.clone(),
         };
         // The upstream answers its head only once it has started; meanwhile
         // the client's first messages must already flow to it.

@@ -68,6 +68,10 @@ pub enum StreamError {
     /// The request stream could not be read from the client.
     #[error("the request stream could not be read: {0}")]
     Read(String),
+    /// The gateway is shutting down and ended the stream; the client
+    /// reconnects (to another instance).
+    #[error("the gateway is shutting down; reconnect")]
+    ShuttingDown,
     /// No message arrived within the route's `stream_idle_timeout`.
     #[error("no message for {idle:?} (stream_idle_timeout)")]
     IdleTimeout {

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http_body::Frame;
 use prost_reflect::{DynamicMessage, Value};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use super::Policy;
@@ -38,6 +39,8 @@ pub enum Failure {
     Transcode(TranscodeError),
     /// No message within the idle timeout.
     Idle(Duration),
+    /// The gateway is shutting down.
+    ShuttingDown,
 }
 
 /// Turns a failure into the google.rpc.Status JSON the client is told;
@@ -97,6 +100,8 @@ pub struct ServerStream {
     pub render: RenderFailure,
     /// Called once when the stream ends, however it ends.
     pub on_end: Box<dyn FnOnce(StreamEnd) + Send>,
+    /// Turns true when the gateway ends its streams (shutdown).
+    pub ending: watch::Receiver<bool>,
 }
 
 /// Waits for the stream's first message: up to the keep-alive interval (a
@@ -107,6 +112,7 @@ pub async fn start(
     policy: &Policy,
     raw: bool,
     deadline: Instant,
+    mut ending: watch::Receiver<bool>,
 ) -> Result<Start, Failure> {
     let now = Instant::now();
     let idle_at = policy.idle_timeout.map(|idle| now + idle);
@@ -121,6 +127,14 @@ pub async fn start(
         () = sleep_until(deadline) => Err(Failure::Call(CallError::DeadlineExceeded)),
         () = sleep_until_some(idle_at) => Err(Failure::Idle(policy.idle_timeout.unwrap_or_default())),
         () = sleep_until_some(wait_at) => Ok(Start::Waiting),
+        () = until_ending(&mut ending) => Err(Failure::ShuttingDown),
+    }
+}
+
+/// Resolves when the gateway ends its streams; never if it cannot any more.
+pub async fn until_ending(ending: &mut watch::Receiver<bool>) {
+    if ending.wait_for(|ending| *ending).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -147,6 +161,7 @@ struct Running {
     last_message: Instant,
     last_write: Instant,
     report: Report,
+    ending: watch::Receiver<bool>,
 }
 
 /// Reports the stream's end once, also when the body is dropped early.
@@ -162,6 +177,7 @@ enum Event {
     Deadline,
     Idle,
     Keepalive,
+    ShuttingDown,
 }
 
 // === impl ServerStream ===
@@ -190,6 +206,7 @@ impl ServerStream {
                 bytes: 0,
             },
             policy: self.policy,
+            ending: self.ending,
         };
         if let Some(open) = running.encoder.open(running.policy.sse.retry) {
             running.push(open);
@@ -232,6 +249,7 @@ impl Running {
                 Event::Idle => {
                     self.fail(Failure::Idle(self.policy.idle_timeout.unwrap_or_default()))
                 }
+                Event::ShuttingDown => self.fail(Failure::ShuttingDown),
                 Event::Keepalive => {
                     if let Some(comment) = self.encoder.keepalive() {
                         self.push(comment);
@@ -304,6 +322,7 @@ impl Running {
             () = sleep_until(self.deadline) => Event::Deadline,
             () = sleep_until_some(idle_at) => Event::Idle,
             () = sleep_until_some(keepalive_at) => Event::Keepalive,
+            () = until_ending(&mut self.ending) => Event::ShuttingDown,
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::super::streaming::failure_error;
 use super::{End, Session};
+use crate::stream::response::until_ending;
 use crate::stream::{Failure, StreamError};
 use crate::transcode;
 use crate::upstream::{CallError, MessageStream};
@@ -26,6 +27,8 @@ pub(super) struct Pump<'a> {
     pub(super) pending: Option<Option<Bytes>>,
     /// Messages read from the client.
     pub(super) received: u64,
+    /// Turns true when the gateway ends its streams (shutdown).
+    pub(super) ending: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What happened next on the socket.
@@ -35,6 +38,7 @@ enum Event {
     Upstream(Result<Option<Bytes>, CallError>),
     Deadline,
     Idle,
+    ShuttingDown,
 }
 
 impl Pump<'_> {
@@ -95,6 +99,7 @@ impl Pump<'_> {
                     next = messages.message() => Event::Upstream(next),
                     () = sleep_until(self.session.deadline.instant()) => Event::Deadline,
                     () = sleep_some(idle_at) => Event::Idle,
+                    () = until_ending(&mut self.ending) => Event::ShuttingDown,
                 }
             };
             match event {
@@ -120,6 +125,7 @@ impl Pump<'_> {
                 Event::Upstream(Err(error)) => return self.failed(Failure::Call(error)),
                 Event::Deadline => return self.failed(Failure::Call(CallError::DeadlineExceeded)),
                 Event::Idle => return self.failed(Failure::Idle(idle.unwrap_or_default())),
+                Event::ShuttingDown => return End::GoingAway,
             }
         }
     }
