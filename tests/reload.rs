@@ -346,7 +346,8 @@ fn check_diff_prints_route_upstream_auth_and_restart_changes() {
     let changed = routes(upstream, 3, &origin(1))
         .replace("[server]\n", "[server]\nlisten = \"127.0.0.1:9090\"\n")
         + "[routes.methods.DeleteShelf]\nexpose = false\n\
-          [routes.methods.CreateShelf]\nauth = \"t\"\n"
+          [routes.methods.CreateShelf]\nauth = \"t\"\n\
+          [routes.methods.WatchShelf]\nstream_idle_timeout = \"1m\"\n"
         + &provider;
     write_routes(&new, &changed);
 
@@ -368,10 +369,11 @@ fn check_diff_prints_route_upstream_auth_and_restart_changes() {
         others,
         [
             "route removed: DELETE /v1/shelves/{shelf}",
+            "route changed: GET /v1/shelves/{shelf}:watch",
             "route changed: POST /v1/shelves",
             "upstream changed: bookstore",
             "needs a restart: [server] listen",
-            "5 change(s)",
+            "6 change(s)",
         ]
     );
 

@@ -30,7 +30,7 @@ pub struct ConfigDiff {
     /// Bindings only the old config has.
     pub routes_removed: Vec<String>,
     /// Bindings in both whose plan differs (gRPC method, transcoding,
-    /// auth, cache policy, timeout, retries, upstream).
+    /// auth, cache policy, timeout, retries, upstream, streaming options).
     pub routes_changed: Vec<String>,
     /// Bindings whose auth policy changed: `METHOD /template: old → new`.
     pub auth_changed: Vec<String>,
@@ -134,7 +134,7 @@ fn bindings(plans: &Plans) -> BTreeMap<String, &MethodPlan> {
 pub(super) fn fingerprint(plan: &MethodPlan) -> String {
     let auth = &plan.auth;
     format!(
-        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?}",
+        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?} {:?}",
         plan.http_method,
         plan.template,
         auth.description,
@@ -147,6 +147,7 @@ pub(super) fn fingerprint(plan: &MethodPlan) -> String {
         plan.upstream.grpc_path,
         plan.upstream.timeout,
         plan.upstream.retry,
+        plan.stream,
     )
 }
 
