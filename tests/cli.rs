@@ -446,3 +446,28 @@ fn serve_without_ca_certificates_exits_with_an_error_naming_the_jwks_provider_in
     let status = serving.child.wait().expect("wait");
     assert_eq!(status.code(), Some(1), "{text}");
 }
+
+#[test]
+fn check_warns_about_a_public_cache_policy_on_a_route_that_forwards_authorization() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let toml = format!(
+        "{}{}cache = {{ public = true, max_age = \"10s\" }}\nforward_authorization = true\n",
+        proto_section("testing/v1/everything.proto"),
+        EVERYTHING_ROUTES
+    );
+    std::fs::write(&path, toml).expect("write routes.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run protogate");
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a public cache policy with forward_authorization = true"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("GET /v1/echo"), "{stderr}");
+}

@@ -174,3 +174,62 @@ async fn lines_split_anywhere_make_the_same_messages() {
     assert_eq!(total["sum"], "18");
     assert_eq!(total["count"], "3");
 }
+
+#[tokio::test]
+async fn a_bidi_method_with_a_body_rule_streams_both_ways_over_plain_http2() {
+    use http_body_util::BodyExt as _;
+    let upstream = spawn_stream_upstream().await;
+    let route = r#"
+[routes.methods.Double]
+http = { post = "/v1/doubles", body = "*" }"#;
+    let gateway = spawn_gateway(&streaming_toml(upstream.addr, route)).await;
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let data = rx.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(data)),
+            rx,
+        ))
+    });
+    let request = http::Request::post(format!("http://{}/v1/doubles", gateway.addr))
+        .header("content-type", "application/x-ndjson")
+        .body(http_body_util::StreamBody::new(Box::pin(frames)))
+        .expect("request");
+    tx.send(Bytes::from_static(b"{\"value\": 1}\n"))
+        .await
+        .expect("send");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut body = response.into_body();
+    // Full duplex: each answer comes back while the request is still open.
+    for (value, doubled) in [(1, "2"), (20, "40"), (300, "600")] {
+        if value != 1 {
+            tx.send(Bytes::from(format!("{{\"value\": {value}}}\n")))
+                .await
+                .expect("send");
+        }
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            let frame = body.frame().await.expect("a frame").expect("read");
+            if let Ok(data) = frame.into_data() {
+                line.extend_from_slice(&data);
+            }
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&line).expect("json");
+        assert_eq!(answer["value"], doubled);
+    }
+    drop(tx);
+    let rest = body.collect().await.expect("the end").to_bytes();
+    assert!(rest.is_empty(), "{rest:?}");
+}
