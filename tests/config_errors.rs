@@ -133,6 +133,7 @@ fixtures! {
     misspelt_etcd_key_is_reported_with_a_did_you_mean_hint => "unknown_etcd_key",
     dns_settings_without_dns_are_reported_at_each_key => "dns_settings_without_dns",
     multipart_part_over_the_body_limit_and_zero_parts_are_reported => "bad_multipart_limits",
+    cors_origins_methods_and_headers_are_each_reported_at_their_value => "bad_cors",
 }
 
 #[test]
