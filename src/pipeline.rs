@@ -315,7 +315,10 @@ async fn serve(
         };
         return match upgrade {
             Some(upgrade) => websocket::upgrade(call, upgrade, (admitted, call_slot)),
-            None => call.serve(body, observed).await,
+            None => {
+                call.serve(body, Box::new((admitted, call_slot)), observed)
+                    .await
+            }
         };
     }
     let body = limits

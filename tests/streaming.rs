@@ -445,3 +445,38 @@ async fn a_shutdown_ends_open_streams_with_a_last_unavailable_instead_of_cutting
     assert_eq!(last["error"]["details"][0]["reason"], "SHUTTING_DOWN");
     upstream.state.next_cancellation().await;
 }
+
+#[tokio::test]
+async fn an_open_stream_holds_its_upstream_call_slot_until_it_ends() {
+    let upstream = spawn_stream_upstream().await;
+    // One call at a time on this upstream: a stream is a call for as long
+    // as it lasts, not only until its head is sent.
+    let toml = streaming_toml(upstream.addr, r#"stream_timeout = "60s""#)
+        .replace("endpoints = [", "max_concurrent_calls = 1\nendpoints = [");
+    let gateway = spawn_gateway(&toml).await;
+    let mut open = client()
+        .get(format!(
+            "{}/v1/ticks?count=2&hold=true&hold_after=1",
+            gateway.base
+        ))
+        .send()
+        .await
+        .expect("send");
+    let mut buffer = Vec::new();
+    lines(&mut open, &mut buffer, 1).await;
+    let refused = client()
+        .get(format!("{}/v1/ticks?count=1", gateway.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    upstream.state.hold.notify_one();
+    assert_eq!(rest(open).await.lines().count(), 1);
+    let served = client()
+        .get(format!("{}/v1/ticks?count=1", gateway.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(served.status(), 200);
+}

@@ -48,9 +48,13 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Serves the request; `slots` (its admission and upstream call slot)
+    /// are held until the stream ends, not just until its head is sent: a
+    /// stream is a call in flight for as long as it lasts.
     pub(super) async fn serve(
         self,
         body: Body,
+        slots: Box<dyn std::any::Any + Send>,
         observed: &mut Observed,
     ) -> Result<Response, GatewayError> {
         let framing = self.framing()?;
@@ -110,7 +114,7 @@ impl Call<'_> {
             deadline: self.deadline.instant(),
             start,
             render: self.render(),
-            on_end: self.on_end(),
+            on_end: self.on_end(slots),
             ending,
         };
         Ok(streamed(
@@ -258,7 +262,7 @@ impl Call<'_> {
         })
     }
 
-    fn on_end(&self) -> Box<dyn FnOnce(StreamEnd) + Send> {
+    fn on_end(&self, slots: Box<dyn std::any::Any + Send>) -> Box<dyn FnOnce(StreamEnd) + Send> {
         let request_id = self.request_id.clone();
         let route = self.plan.template.to_string();
         let open = self.streams.opened(&route, "http");
@@ -269,6 +273,7 @@ impl Call<'_> {
                 Outcome::Failed(status) => (status.to_string(), StreamOutcome::Failed),
             };
             open.ended(counted, end.messages);
+            drop(slots);
             tracing::info!(
                 target: "protogate::access",
                 request_id = request_id.to_str().unwrap_or_default(),
