@@ -281,8 +281,13 @@ impl Upstream {
         } else {
             return None;
         };
-        // Only a retry that reaches an upstream costs budget; a request
-        // that was never sent adds no load.
+        self.spend_retry(failed).then_some(retry)
+    }
+
+    /// Takes a retry from the budget, if the failed attempt reached an
+    /// upstream (a request that was never sent adds no load, so it costs
+    /// nothing); `false`, counted, when the budget is spent.
+    fn spend_retry(&self, failed: &Failed) -> bool {
         let was_sent = !matches!(
             failed.error,
             CallError::Transport(TransportError::Unreachable { .. })
@@ -291,9 +296,9 @@ impl Upstream {
             self.counters
                 .budget_exhausted
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return false;
         }
-        Some(retry)
+        true
     }
 }
 

@@ -113,15 +113,7 @@ impl Upstream {
             {
                 return Err(failed.error);
             }
-            // A retry that reaches an upstream costs budget, as for unary calls.
-            let was_sent = !matches!(
-                failed.error,
-                CallError::Transport(TransportError::Unreachable { .. })
-            );
-            if was_sent && !self.budget.withdraw() {
-                self.counters
-                    .budget_exhausted
-                    .fetch_add(1, Ordering::Relaxed);
+            if !self.spend_retry(&failed) {
                 return Err(failed.error);
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
