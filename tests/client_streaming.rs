@@ -183,16 +183,7 @@ async fn a_bidi_method_with_a_body_rule_streams_both_ways_over_plain_http2() {
 [routes.methods.Double]
 http = { post = "/v1/doubles", body = "*" }"#;
     let gateway = spawn_gateway(&streaming_toml(upstream.addr, route)).await;
-    let stream = tokio::net::TcpStream::connect(gateway.addr)
-        .await
-        .expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
+    let mut sender = h2c_sender(gateway.addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let data = rx.recv().await?;

@@ -29,7 +29,7 @@ use crate::stream::{
     self, FailedInput, Failure, ServerStream, StreamEnd, StreamError, Streamed, format,
 };
 use crate::trace::Trace;
-use crate::transcode::{self, BodyRule, HTTP_BODY, request::HttpInput};
+use crate::transcode::{self, BodyRule, request::HttpInput};
 use crate::upstream::{Deadline, MessageStream, StreamBody, StreamRequest};
 
 /// One streaming request, authenticated.
@@ -60,18 +60,10 @@ impl Call<'_> {
         let framing = self.framing()?;
         let (request_body, failed_input) = self.request_body(body, observed).await?;
         let upstream = &self.snapshot.upstreams[self.plan.upstream.upstream];
-        let mut metadata = metadata::upstream(
-            self.parts,
-            &self.snapshot.settings.forwarding,
-            self.request_id,
-            self.identity,
-            self.plan.auth.forward_authorization,
-        );
-        self.trace.propagate(&mut metadata);
         let request = StreamRequest {
             path: self.plan.upstream.grpc_path.clone(),
             body: request_body,
-            metadata,
+            metadata: self.upstream_metadata(),
         };
         let called = Instant::now();
         let opened = upstream
@@ -126,13 +118,27 @@ impl Call<'_> {
         ))
     }
 
+    /// The metadata the upstream call carries: the forwarded headers, the
+    /// caller's identity and the trace context.
+    pub(super) fn upstream_metadata(&self) -> HeaderMap {
+        let mut metadata = metadata::upstream(
+            self.parts,
+            &self.snapshot.settings.forwarding,
+            self.request_id,
+            self.identity,
+            self.plan.auth.forward_authorization,
+        );
+        self.trace.propagate(&mut metadata);
+        metadata
+    }
+
     /// How the answer is framed: `None` for a single response message, raw
     /// bytes for `google.api.HttpBody`, else the negotiated JSON format.
     fn framing(&self) -> Result<Option<Framing>, StreamError> {
         if !self.policy.server_streaming {
             return Ok(None);
         }
-        if answers_http_body(&self.plan.transcode) {
+        if self.plan.transcode.answers_http_body() {
             return Ok(Some(Framing::Raw));
         }
         let accept = self.parts.headers.get(header::ACCEPT);
@@ -152,7 +158,7 @@ impl Call<'_> {
             if matches!(self.plan.transcode.body, BodyRule::None) {
                 return Err(StreamError::WebSocketOnly.into());
             }
-            if !stream_request::is_raw(&self.plan.transcode) {
+            if !self.plan.transcode.takes_http_body() {
                 stream_request::check_content_type(content_type)?;
             }
             let source = MessageSource {
@@ -300,18 +306,6 @@ pub(super) fn failure_error(
         Failure::Transcode(error) => error.into(),
         Failure::Idle(idle) => StreamError::IdleTimeout { idle }.into(),
         Failure::ShuttingDown => StreamError::ShuttingDown.into(),
-    }
-}
-
-/// Whether the streamed messages are answered as raw `google.api.HttpBody`
-/// bytes (the output message, or its `response_body` field).
-fn answers_http_body(plan: &transcode::Plan) -> bool {
-    match &plan.response_body {
-        None => plan.method.output().full_name() == HTTP_BODY,
-        Some(path) => matches!(
-            path.leaf().kind(),
-            prost_reflect::Kind::Message(m) if m.full_name() == HTTP_BODY
-        ),
     }
 }
 

@@ -162,14 +162,7 @@ enum End {
 
 impl Session {
     fn new(call: &Call<'_>) -> Session {
-        let mut metadata = crate::metadata::upstream(
-            call.parts,
-            &call.snapshot.settings.forwarding,
-            call.request_id,
-            call.identity,
-            call.plan.auth.forward_authorization,
-        );
-        call.trace.propagate(&mut metadata);
+        let metadata = call.upstream_metadata();
         let mut frames = call.plan.transcode.clone();
         if matches!(frames.body, transcode::BodyRule::None) {
             frames.body = transcode::BodyRule::Whole;

@@ -15,11 +15,10 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
-use prost_reflect::Kind;
 
 use super::StreamError;
 use crate::headers::CONTENT_TYPE_JSON;
-use crate::transcode::{self, BodyRule, HTTP_BODY, request::HttpInput};
+use crate::transcode::{self, request::HttpInput};
 use crate::upstream::{BoxError, UpstreamBody};
 
 /// What every message of one client stream is built with.
@@ -60,28 +59,10 @@ impl FailedInput {
     }
 }
 
-/// Whether the binding's body is a `google.api.HttpBody`, streamed raw.
-pub fn is_raw(plan: &transcode::Plan) -> bool {
-    match &plan.body {
-        BodyRule::Whole => plan.method.input().full_name() == HTTP_BODY,
-        BodyRule::Field(path) => {
-            matches!(path.leaf().kind(), Kind::Message(m) if m.full_name() == HTTP_BODY)
-                && !path.leaf().is_list()
-        }
-        BodyRule::None => false,
-    }
-}
-
 /// Checks an NDJSON stream's Content-Type before anything is sent.
 pub fn check_content_type(content_type: Option<&HeaderValue>) -> Result<(), StreamError> {
     let text = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
+    match transcode::request::essence(text).as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/json" => Ok(()),
         _ => Err(StreamError::UnsupportedMediaType {
             got: text.to_string(),
@@ -97,7 +78,7 @@ where
 {
     let failed = FailedInput::default();
     let reader = Reader {
-        raw: is_raw(&source.plan),
+        raw: source.plan.takes_http_body(),
         body,
         source,
         buffer: BytesMut::new(),

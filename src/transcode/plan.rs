@@ -2,9 +2,9 @@
 //! gRPC method, the field each path variable sets, where the body goes,
 //! which response field is answered, and the JSON options.
 
-use prost_reflect::{MethodDescriptor, SerializeOptions};
+use prost_reflect::{Kind, MethodDescriptor, SerializeOptions};
 
-use super::FieldPath;
+use super::{FieldPath, HTTP_BODY};
 
 /// The transcoding piece of a method plan.
 #[derive(Debug, Clone)]
@@ -43,6 +43,35 @@ pub struct JsonMapping {
     pub deny_unknown_fields: bool,
     /// Answer 400 to unknown query parameters.
     pub deny_unknown_query: bool,
+}
+
+// === impl Plan ===
+
+impl Plan {
+    /// Whether the HTTP body is a `google.api.HttpBody` (raw bytes with
+    /// their content type): the whole request message, or the body field.
+    pub fn takes_http_body(&self) -> bool {
+        match &self.body {
+            BodyRule::None => false,
+            BodyRule::Whole => self.method.input().full_name() == HTTP_BODY,
+            BodyRule::Field(path) => is_http_body(path),
+        }
+    }
+
+    /// Whether the answer is raw `google.api.HttpBody` bytes: the whole
+    /// response message, or its `response_body` field.
+    pub fn answers_http_body(&self) -> bool {
+        match &self.response_body {
+            None => self.method.output().full_name() == HTTP_BODY,
+            Some(path) => is_http_body(path),
+        }
+    }
+}
+
+/// Whether a field path ends at one (not repeated) `google.api.HttpBody`.
+fn is_http_body(path: &FieldPath) -> bool {
+    let leaf = path.leaf();
+    matches!(leaf.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY) && !leaf.is_list()
 }
 
 // === impl BodyRule ===

@@ -5,12 +5,12 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use prost::Message;
-use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, Value};
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, Value};
 
 use super::TranscodeError;
 use super::multipart::{self, MultipartLimits};
 use super::plan::{BodyRule, Plan};
-use super::{FieldPath, HTTP_BODY, body_json, field_mask, query, text};
+use super::{FieldPath, body_json, field_mask, query, text};
 use crate::headers::OCTET_STREAM;
 use crate::upstream::grpc::frame;
 
@@ -84,13 +84,7 @@ fn body_message(
         let body = input.body.clone();
         return multipart::parse(plan, descriptor, field, body, boundary, limits);
     }
-    let target_is_http_body = match field {
-        None => descriptor.full_name() == HTTP_BODY,
-        Some(path) => {
-            matches!(path.leaf().kind(), Kind::Message(m) if m.full_name() == HTTP_BODY && !path.leaf().is_list())
-        }
-    };
-    if target_is_http_body {
+    if plan.takes_http_body() {
         return Ok(http_body_message(descriptor, field, input));
     }
     if input.body.is_empty() {
@@ -132,6 +126,17 @@ fn http_body_message(
     message
 }
 
+/// A Content-Type's media type without its parameters, lower-cased
+/// (RFC 9110 §8.3.1: type and subtype are case-insensitive).
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), TranscodeError> {
     let Some(value) = content_type else {
         return Err(TranscodeError::UnsupportedMediaType {
@@ -140,12 +145,7 @@ fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), Tra
         });
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(text);
     let is_json = essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"));
     if !is_json {

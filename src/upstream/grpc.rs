@@ -169,18 +169,7 @@ pub async fn attempt(
     max_message_bytes: usize,
 ) -> Result<UnaryReply, Failed> {
     let call = async {
-        let response = lease
-            .sender
-            .try_send_request(request)
-            .await
-            .map_err(|mut e| {
-                let never_sent = e.take_message().is_some();
-                let error = e.into_error();
-                Failed {
-                    unprocessed: never_sent || refused_unprocessed(&error),
-                    error: CallError::Transport(exchange_failed(&error, upstream)),
-                }
-            })?;
+        let response = send(lease, upstream, request).await?;
         read_reply(response, upstream, max_message_bytes)
             .await
             .map_err(|error| Failed {
@@ -197,11 +186,32 @@ pub async fn attempt(
     }
 }
 
+/// Sends a request on the leased connection and waits for the response
+/// head; a failure says whether the upstream provably did not process it.
+pub(super) async fn send(
+    lease: &mut Lease,
+    upstream: &str,
+    request: Request<UpstreamBody>,
+) -> Result<http::Response<hyper::body::Incoming>, Failed> {
+    lease
+        .sender
+        .try_send_request(request)
+        .await
+        .map_err(|mut e| {
+            let never_sent = e.take_message().is_some();
+            let error = e.into_error();
+            Failed {
+                unprocessed: never_sent || refused_unprocessed(&error),
+                error: CallError::Transport(exchange_failed(&error, upstream)),
+            }
+        })
+}
+
 /// Whether the upstream refused the stream without processing it: it
 /// reset it with REFUSED_STREAM, or its GOAWAY's last stream id is below
 /// it (h2 fails exactly those streams with the remote GOAWAY; streams the
 /// server had accepted and then lost fail with an I/O error instead).
-pub(super) fn refused_unprocessed(error: &hyper::Error) -> bool {
+fn refused_unprocessed(error: &hyper::Error) -> bool {
     h2_cause(error).is_some_and(|h2| {
         h2.is_remote()
             && (h2.is_go_away()

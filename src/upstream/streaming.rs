@@ -149,20 +149,10 @@ impl Upstream {
         }
         .request(body)
         .map_err(|f| (f, None))?;
-        let sent = tokio::time::timeout_at(head.deadline.instant(), async {
-            lease
-                .sender
-                .try_send_request(request)
-                .await
-                .map_err(|mut e| {
-                    let never_sent = e.take_message().is_some();
-                    let error = e.into_error();
-                    Failed {
-                        unprocessed: never_sent || grpc::refused_unprocessed(&error),
-                        error: CallError::Transport(grpc::exchange_failed(&error, &self.name)),
-                    }
-                })
-        })
+        let sent = tokio::time::timeout_at(
+            head.deadline.instant(),
+            grpc::send(&mut lease, &self.name, request),
+        )
         .await
         .unwrap_or(Err(Failed {
             error: CallError::DeadlineExceeded,

@@ -336,14 +336,7 @@ pub async fn h2c_get(
     headers: &[(&str, &str)],
 ) -> (http::response::Parts, bytes::Bytes, Option<http::HeaderMap>) {
     use http_body_util::BodyExt as _;
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
+    let mut sender = h2c_sender(addr).await;
     let mut request = http::Request::get(format!("http://{addr}{path}")).header("te", "trailers");
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -370,14 +363,7 @@ pub async fn h2c_post_stream(
     tokio::task::JoinHandle<(http::response::Parts, bytes::Bytes)>,
 ) {
     use http_body_util::BodyExt as _;
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("handshake");
-    tokio::spawn(connection);
+    let mut sender = h2c_sender(addr).await;
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(4);
     let frames = futures_util::stream::unfold(rx, |mut rx| async move {
         let data = rx.recv().await?;
@@ -396,4 +382,23 @@ pub async fn h2c_post_stream(
         (parts, body.collect().await.expect("body").to_bytes())
     });
     (tx, answer)
+}
+
+/// A cleartext HTTP/2 (prior knowledge) connection to `addr`, its driver
+/// running in the background.
+pub async fn h2c_sender<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(connection);
+    sender
 }

@@ -146,7 +146,7 @@ impl Pump<'_> {
         if self.to_upstream.is_none() {
             return Some(End::Failed(StreamError::UnexpectedMessage.into()));
         }
-        let raw_input = crate::stream::request::is_raw(&self.session.frames);
+        let raw_input = self.session.frames.takes_http_body();
         if raw != raw_input {
             let error = if raw_input {
                 StreamError::WrongFrame { expected: "binary" }
