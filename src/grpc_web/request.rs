@@ -40,7 +40,7 @@ pub fn frames(body: Bytes, encoding: Encoding) -> Result<Frames, GrpcWebError> {
 /// other (a client may encode each message on its own). Each run of
 /// 4-character quanta up to one that ends in padding is decoded apart.
 fn decode_text(body: &[u8]) -> Result<Bytes, GrpcWebError> {
-    if body.len() % 4 != 0 {
+    if !body.len().is_multiple_of(4) {
         return Err(GrpcWebError::InvalidBase64(format!(
             "its length {} is not a multiple of 4",
             body.len()
