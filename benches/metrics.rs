@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
     let routes = gateway.metrics().routes(&gateway.snapshot());
     let observed = Observation {
         binding: Some(0),
+        grpc_web: false,
         status: StatusCode::OK,
         total: Duration::from_micros(900),
         upstream: Some(Duration::from_micros(700)),

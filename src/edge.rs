@@ -43,6 +43,9 @@ pub struct EdgePolicy {
     pub cors: Option<Cors>,
     /// Response compression, unless `[compression] enabled = false`.
     pub compression: Option<Compression>,
+    /// gRPC-Web calls are served (`[grpc_web] enabled`): CORS then also
+    /// allows and exposes the headers gRPC-Web clients use.
+    pub grpc_web: bool,
 }
 
 /// Response compression settings.
@@ -69,7 +72,7 @@ pub fn layers(router: Router, policy: &EdgePolicy) -> Router {
         .layer(axum::middleware::from_fn(contain_panics));
     if let Some(cors) = &policy.cors {
         router = router
-            .layer(cors.layer())
+            .layer(cors.layer(policy.grpc_web))
             .layer(axum::middleware::map_response(
                 cors::strip_for_other_origins,
             ));

@@ -13,6 +13,7 @@
 mod challenge;
 mod classify;
 mod grpc_http;
+mod grpc_web;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tonic::Code;
 pub use grpc_http::http_status_for;
 
 use crate::auth::AuthError;
+use crate::grpc_web::GrpcWebError;
 use crate::headers::CONTENT_TYPE_JSON;
 use crate::limits::LimitError;
 use crate::response_cache::FetchFailure;
@@ -61,6 +63,9 @@ pub enum GatewayError {
     /// A streaming request was refused, or its stream failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A gRPC-Web request was refused before any upstream saw it.
+    #[error(transparent)]
+    GrpcWeb(#[from] GrpcWebError),
     /// The upstream service answered with a non-OK gRPC status.
     #[error("upstream status {}: {}", .0.code as i32, .0.message)]
     Upstream(Box<UpstreamStatus>),
@@ -118,6 +123,7 @@ impl GatewayError {
             GatewayError::Auth(e) => classify::auth(e),
             GatewayError::Transcode(e) => classify::transcode(e),
             GatewayError::Stream(e) => classify::stream(e),
+            GatewayError::GrpcWeb(e) => classify::grpc_web(e),
             GatewayError::Transport(e) => classify::transport(e),
             GatewayError::DeadlineExceeded { .. } => Class {
                 status: StatusCode::GATEWAY_TIMEOUT,

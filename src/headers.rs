@@ -19,6 +19,10 @@ pub const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status
 pub const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
 /// Message compressions the gateway accepts from the upstream.
 pub const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+/// Sent by gRPC-Web clients to mark their calls (PROTOCOL-WEB.md).
+pub const X_GRPC_WEB: HeaderName = HeaderName::from_static("x-grpc-web");
+/// A gRPC-Web client's own user agent (browsers own `user-agent`).
+pub const X_USER_AGENT: HeaderName = HeaderName::from_static("x-user-agent");
 /// Required on gRPC requests (detects proxies that drop trailers).
 pub const TE: HeaderName = HeaderName::from_static("te");
 

@@ -31,6 +31,7 @@ pub mod config;
 pub mod descriptors;
 pub mod edge;
 pub mod error;
+pub mod grpc_web;
 pub mod headers;
 pub mod limits;
 pub mod metadata;

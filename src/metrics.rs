@@ -122,6 +122,8 @@ struct RouteHandles {
 pub struct RouteMetrics {
     families: RequestFamilies,
     bindings: Vec<BindingMetrics>,
+    /// The same bindings called over gRPC-Web: the route is the gRPC method.
+    grpc_methods: Vec<BindingMetrics>,
     /// Unmatched requests, per standard method (and `OTHER`).
     unmatched: Vec<(&'static str, BindingMetrics)>,
 }
@@ -131,6 +133,8 @@ pub struct RouteMetrics {
 pub struct Observation {
     /// The binding's index, if one matched.
     pub binding: Option<usize>,
+    /// A gRPC-Web call of the binding's method (counted under its name).
+    pub grpc_web: bool,
     /// The status answered.
     pub status: StatusCode,
     /// From the head's arrival to the answer.
@@ -265,6 +269,14 @@ impl Metrics {
                 BindingMetrics::new(&route, method_label(&plan.http_method))
             })
             .collect();
+        let grpc_methods = snapshot
+            .plans
+            .iter()
+            .map(|plan| {
+                let route: Arc<str> = plan.upstream.grpc_path.path().into();
+                BindingMetrics::new(&route, "POST")
+            })
+            .collect();
         let unmatched: Arc<str> = UNMATCHED.into();
         let unmatched = METHODS
             .iter()
@@ -273,6 +285,7 @@ impl Metrics {
         RouteMetrics {
             families: self.request_families.clone(),
             bindings,
+            grpc_methods,
             unmatched,
         }
     }
@@ -359,9 +372,13 @@ impl BindingMetrics {
 impl RouteMetrics {
     /// Records one answered request.
     pub fn record(&self, method: &Method, observed: &Observation) {
+        let bindings = match observed.grpc_web {
+            true => &self.grpc_methods,
+            false => &self.bindings,
+        };
         let binding = observed
             .binding
-            .and_then(|i| self.bindings.get(i))
+            .and_then(|i| bindings.get(i))
             .unwrap_or_else(|| self.unmatched(method));
         let class = usize::from(observed.status.as_u16() / 100).clamp(1, 5) - 1;
         binding.by_class[class]

@@ -32,6 +32,7 @@ use crate::trace::{Exporter, FinishedSpan, Trace};
 use crate::upstream::{Deadline, deadline};
 
 mod answer;
+mod grpc_web;
 mod observe;
 mod streaming;
 mod unary;
@@ -201,7 +202,13 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
             if let GatewayError::Auth(auth) = &error {
                 gateway.metrics.auth_rejected(auth);
             }
-            error.into_response()
+            match observed.grpc_web.clone() {
+                Some(content_type) => {
+                    observed.answered_as = Some(error.status());
+                    error.into_grpc_web(content_type)
+                }
+                None => error.into_response(),
+            }
         }
     };
     response
@@ -257,6 +264,24 @@ async fn serve(
     trace: &Trace,
     observed: &mut Observed,
 ) -> Result<Response, GatewayError> {
+    if snapshot.settings.edge.grpc_web
+        && let Some(content_type) = crate::grpc_web::requested(request.method(), request.headers())
+    {
+        let (parts, body) = request.into_parts();
+        let content_type = content_type.inspect_err(|_| {
+            observed.grpc_web = Some(HeaderValue::from_static("application/grpc-web"));
+        })?;
+        observed.grpc_web = Some(content_type.answer.clone());
+        let call = grpc_web::WebCall {
+            snapshot,
+            ending: ending_streams,
+            content_type,
+            request_id,
+            received,
+            trace,
+        };
+        return call.serve(parts, body, observed).await;
+    }
     let (mut parts, body) = request.into_parts();
     let limits = &snapshot.settings.limits;
     let admitted = limits.admit()?;

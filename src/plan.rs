@@ -3,6 +3,7 @@
 //! its [`MethodPlan`] and hands each stage only its own piece, so no stage
 //! sees another's policy.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use http::Method;
@@ -35,6 +36,9 @@ pub struct MethodPlan {
 #[derive(Debug, Default)]
 pub struct Plans {
     plans: Vec<MethodPlan>,
+    /// `/package.Service/Method` → its first binding, for calls that name
+    /// the gRPC method itself (gRPC-Web).
+    by_grpc_path: HashMap<String, BindingId>,
 }
 
 /// One line of `protogate check`'s route table.
@@ -61,13 +65,29 @@ pub struct Summary {
 impl Plans {
     /// Adds a plan and returns the handle the route table stores for it.
     pub fn push(&mut self, plan: MethodPlan) -> BindingId {
+        let binding = BindingId::new(self.plans.len());
+        self.by_grpc_path
+            .entry(plan.upstream.grpc_path.path().to_string())
+            .or_insert(binding);
         self.plans.push(plan);
-        BindingId::new(self.plans.len() - 1)
+        binding
     }
 
     /// Drops the plan added last (its binding could not be routed).
     pub fn pop(&mut self) {
-        self.plans.pop();
+        if let Some(plan) = self.plans.pop() {
+            let index = self.plans.len();
+            let path = plan.upstream.grpc_path.path();
+            if self.by_grpc_path.get(path).map(|b| b.index()) == Some(index) {
+                self.by_grpc_path.remove(path);
+            }
+        }
+    }
+
+    /// The first binding of the gRPC method at `path`
+    /// (`/package.Service/Method`), if the method is exposed at all.
+    pub fn by_grpc_path(&self, path: &str) -> Option<BindingId> {
+        self.by_grpc_path.get(path).copied()
     }
 
     /// The plan of a binding the route table found.

@@ -14,6 +14,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("config", &["headers"]),
     ("route", &["headers"]),
     ("upstream", &["backoff", "headers"]),
+    ("grpc_web", &["headers"]),
     ("limits", &["upstream"]),
     ("transcode", &["upstream", "headers"]),
     ("stream", &["transcode", "upstream", "headers"]),
@@ -56,6 +57,7 @@ const RULES: &[(&str, &[&str])] = &[
             "stream",
             "upstream",
             "response_cache",
+            "grpc_web",
             "headers",
         ],
     ),
@@ -65,6 +67,7 @@ const RULES: &[(&str, &[&str])] = &[
         "pipeline",
         &[
             "snapshot",
+            "grpc_web",
             "plan",
             "route",
             "limits",

@@ -1,5 +1,5 @@
-//! The browser and CDN keys of routes.toml: `[cors]`, `[compression]` and
-//! the per-route `cache` tables.
+//! The browser and CDN keys of routes.toml: `[cors]`, `[compression]`,
+//! `[grpc_web]` and the per-route `cache` tables.
 
 use std::time::Duration;
 
@@ -90,6 +90,14 @@ impl Default for CompressionSection {
             min_bytes: 860,
         }
     }
+}
+
+/// `[grpc_web]`: gRPC-Web requests on the public listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcWebSection {
+    /// Accept gRPC-Web calls of exposed methods (off unless set).
+    pub enabled: bool,
 }
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

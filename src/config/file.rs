@@ -11,7 +11,9 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::auth::AuthSection;
-use super::edge::{AdminSection, CompressionSection, CorsSection, ResponseCacheSection};
+use super::edge::{
+    AdminSection, CompressionSection, CorsSection, GrpcWebSection, ResponseCacheSection,
+};
 use super::upstream::defaults as upstream_defaults;
 use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
 
@@ -51,6 +53,9 @@ pub struct RoutesFile {
     /// Response compression.
     #[serde(default)]
     pub compression: CompressionSection,
+    /// gRPC-Web calls on the public listener.
+    #[serde(default)]
+    pub grpc_web: GrpcWebSection,
     /// The gateway's own response cache.
     #[serde(default)]
     pub response_cache: ResponseCacheSection,

@@ -9,7 +9,10 @@ use http::header::ETAG;
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::headers::{SERVER_TIMING, X_REQUEST_ID};
+use crate::headers::{
+    GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS, GRPC_TIMEOUT, SERVER_TIMING, X_GRPC_WEB,
+    X_REQUEST_ID, X_USER_AGENT,
+};
 
 /// The `[cors]` policy, compiled and validated.
 #[derive(Debug, Clone)]
@@ -58,11 +61,29 @@ impl Cors {
         self.allow_origins.iter().any(|p| origin_matches(p, origin))
     }
 
-    /// The tower-http layer that answers preflights and decorates answers.
-    pub fn layer(&self) -> CorsLayer {
+    /// The tower-http layer that answers preflights and decorates answers;
+    /// with `grpc_web`, the headers gRPC-Web clients send are allowed and
+    /// the status headers of a trailers-only answer exposed, whatever
+    /// `[cors]` lists (a gRPC-Web call cannot work without them).
+    pub fn layer(&self, grpc_web: bool) -> CorsLayer {
         let patterns = self.allow_origins.clone();
         let mut expose = self.expose_headers.clone();
-        for always in [X_REQUEST_ID, SERVER_TIMING, ETAG] {
+        let mut allow_headers = self.allow_headers.clone();
+        let mut always_exposed = vec![X_REQUEST_ID, SERVER_TIMING, ETAG];
+        if grpc_web {
+            always_exposed.extend([GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS]);
+            for name in [
+                http::header::CONTENT_TYPE,
+                X_GRPC_WEB,
+                X_USER_AGENT,
+                GRPC_TIMEOUT,
+            ] {
+                if !allow_headers.contains(&name) {
+                    allow_headers.push(name);
+                }
+            }
+        }
+        for always in always_exposed {
             if !expose.contains(&always) {
                 expose.push(always);
             }
@@ -76,7 +97,7 @@ impl Cors {
             .allow_credentials(self.allow_credentials)
             .max_age(self.max_age)
             .allow_methods(self.allow_methods.clone())
-            .allow_headers(self.allow_headers.clone())
+            .allow_headers(allow_headers)
             .expose_headers(expose)
     }
 }

@@ -6,6 +6,7 @@ use http::StatusCode;
 use tonic::Code;
 
 use crate::auth::AuthError;
+use crate::grpc_web::GrpcWebError;
 use crate::limits::LimitError;
 use crate::route::RouteError;
 use crate::stream::StreamError;
@@ -209,5 +210,29 @@ pub(super) fn stream(error: &StreamError) -> Class {
             Code::DeadlineExceeded,
             "STREAM_IDLE_TIMEOUT",
         ),
+    }
+}
+
+/// The HTTP status is what the same mistake would get over REST (it names
+/// the class in metrics); the gRPC code is the one a gRPC server gives.
+pub(super) fn grpc_web(error: &GrpcWebError) -> Class {
+    let code = error.code();
+    match error {
+        GrpcWebError::UnknownMethod { .. } => {
+            class(StatusCode::NOT_FOUND, code, "GRPC_METHOD_NOT_FOUND")
+        }
+        GrpcWebError::UnsupportedFormat(_) => class(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code,
+            "UNSUPPORTED_MESSAGE_FORMAT",
+        ),
+        GrpcWebError::Compressed => class(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code,
+            "UNSUPPORTED_MESSAGE_ENCODING",
+        ),
+        GrpcWebError::InvalidBase64(_) => class(BAD_REQUEST, code, "INVALID_BASE64"),
+        GrpcWebError::MalformedFrame(_) => class(BAD_REQUEST, code, "MALFORMED_FRAME"),
+        GrpcWebError::MessageCount { .. } => class(BAD_REQUEST, code, "WRONG_MESSAGE_COUNT"),
     }
 }

@@ -28,6 +28,12 @@ pub(super) struct Observed {
     pub(super) cache: Option<CacheStatus>,
     /// The API key's consumer or the token's `sub` (never the credential).
     pub(super) consumer: Option<String>,
+    /// A gRPC-Web call: the content type its answer carries (an error is
+    /// then answered trailers-only), and its route is the gRPC method.
+    pub(super) grpc_web: Option<HeaderValue>,
+    /// The status counted in metrics when the HTTP one says nothing (a
+    /// gRPC-Web answer is a 200 whatever its gRPC status).
+    pub(super) answered_as: Option<StatusCode>,
 }
 
 /// The access log line (target `protogate::access`): who asked what, how it
@@ -70,11 +76,18 @@ pub(super) fn access_log(
     );
 }
 
-/// The matched binding's path template, or `unmatched`.
+/// The matched binding's path template (its gRPC method for a gRPC-Web
+/// call), or `unmatched`.
 pub(super) fn route_name(snapshot: &Snapshot, observed: &Observed) -> String {
     observed.binding.map_or_else(
         || crate::metrics::UNMATCHED.to_string(),
-        |b| snapshot.plans.get(b).template.to_string(),
+        |b| {
+            let plan = snapshot.plans.get(b);
+            match observed.grpc_web {
+                Some(_) => plan.upstream.grpc_path.path().to_string(),
+                None => plan.template.to_string(),
+            }
+        },
     )
 }
 
@@ -87,7 +100,7 @@ pub(super) fn record(
     response: &Response,
     started: Instant,
 ) {
-    let status = response.status();
+    let status = observed.answered_as.unwrap_or(response.status());
     if let Some(cache) = observed.cache {
         metrics.cache_lookup(cache);
     }
@@ -98,6 +111,7 @@ pub(super) fn record(
         method,
         &Observation {
             binding: observed.binding.map(BindingId::index),
+            grpc_web: observed.grpc_web.is_some(),
             status,
             total: started.elapsed(),
             upstream: observed.upstream,

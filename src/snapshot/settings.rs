@@ -68,6 +68,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             compression: file.compression.enabled.then_some(Compression {
                 min_bytes: file.compression.min_bytes,
             }),
+            grpc_web: file.grpc_web.enabled,
         },
         admin: file.admin.as_ref().map(|a| a.listen),
         access_log: server.access_log,
