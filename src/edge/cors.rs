@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use axum::response::Response;
-use http::header::ETAG;
+use http::header::{ETAG, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::headers::{SERVER_TIMING, X_REQUEST_ID};
+use crate::headers::{RATELIMIT, RATELIMIT_POLICY, SERVER_TIMING, X_REQUEST_ID};
 
 /// The `[cors]` policy, compiled and validated.
 #[derive(Debug, Clone)]
@@ -62,7 +62,16 @@ impl Cors {
     pub fn layer(&self) -> CorsLayer {
         let patterns = self.allow_origins.clone();
         let mut expose = self.expose_headers.clone();
-        for always in [X_REQUEST_ID, SERVER_TIMING, ETAG] {
+        // Rate limits are for the client's code to read, too.
+        let always = [
+            X_REQUEST_ID,
+            SERVER_TIMING,
+            ETAG,
+            RATELIMIT_POLICY,
+            RATELIMIT,
+            RETRY_AFTER,
+        ];
+        for always in always {
             if !expose.contains(&always) {
                 expose.push(always);
             }

@@ -28,6 +28,10 @@ pub(super) struct Observed {
     pub(super) cache: Option<CacheStatus>,
     /// The API key's consumer or the token's `sub` (never the credential).
     pub(super) consumer: Option<String>,
+    /// `RateLimit-Policy` / `RateLimit` for the answer, whatever it is.
+    pub(super) rate_limit: Vec<(http::HeaderName, HeaderValue)>,
+    /// A cluster-wide limit was decided locally: Redis did not answer.
+    pub(super) rate_limit_fell_back: bool,
 }
 
 /// The access log line (target `protogate::access`): who asked what, how it
