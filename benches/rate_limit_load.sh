@@ -32,7 +32,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --save "" --appendonly no >"$WORK/redis.log" & PIDS+=($!)
-for _ in $(seq 50); do grep -q "Ready to accept connections" "$WORK/redis.log" && break; sleep 0.1; done
+for _ in $(seq 50); do grep -qi "ready to accept connections" "$WORK/redis.log" && break; sleep 0.1; done
 
 LIMIT='rate_limits = [{ name = "bench", key = "ip", rate = 1000000, per = "1s" }]'
 config() { # port, extra top-level lines, GetBook lines
