@@ -29,6 +29,7 @@ use crate::auth::AuthError;
 use crate::grpc_web::GrpcWebError;
 use crate::headers::CONTENT_TYPE_JSON;
 use crate::limits::LimitError;
+use crate::ratelimit::RateLimitError;
 use crate::response_cache::FetchFailure;
 use crate::route::RouteError;
 use crate::stream::StreamError;
@@ -56,6 +57,9 @@ pub enum GatewayError {
     /// The caller is not authenticated or not allowed; nothing was sent upstream.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The caller is over one of the route's rate limits; nothing was sent upstream.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
     /// The request could not be transcoded (the caller's fault), or the
     /// answer could not be (the upstream's, or a gateway bug).
     #[error(transparent)]
@@ -121,6 +125,11 @@ impl GatewayError {
             GatewayError::Limit(e) => classify::limit(e),
             GatewayError::Timeout(_) => invalid("INVALID_HEADER"),
             GatewayError::Auth(e) => classify::auth(e),
+            GatewayError::RateLimit(_) => Class {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: Code::ResourceExhausted,
+                reason: "RATE_LIMITED",
+            },
             GatewayError::Transcode(e) => classify::transcode(e),
             GatewayError::Stream(e) => classify::stream(e),
             GatewayError::GrpcWeb(e) => classify::grpc_web(e),
@@ -171,6 +180,7 @@ impl GatewayError {
                 };
                 status_json(self.code(), message, reason)
             }
+            GatewayError::RateLimit(limited) => rate_limited(limited),
             GatewayError::Transcode(TranscodeError::UndecodableResponse { .. }) => status_json(
                 self.code(),
                 "the upstream service sent an invalid response",
@@ -199,6 +209,44 @@ fn status_json(code: Code, message: &str, reason: &str) -> Value {
     })
 }
 
+/// RESOURCE_EXHAUSTED with what google.rpc says a quota refusal carries:
+/// when to retry (RetryInfo) and which quota, whose (QuotaFailure).
+fn rate_limited(limited: &RateLimitError) -> Value {
+    let delay = limited.retry_after;
+    json!({
+        "code": Code::ResourceExhausted as i32,
+        "message": limited.to_string(),
+        "details": [
+            {
+                "@type": ERROR_INFO_TYPE,
+                "reason": "RATE_LIMITED",
+                "domain": ERROR_DOMAIN,
+                "metadata": {"limit": limited.limit, "key": limited.key},
+            },
+            {
+                "@type": RETRY_INFO_TYPE,
+                // proto3 JSON of a Duration: seconds, with 3 decimals here.
+                "retryDelay": format!("{}.{:03}s", delay.as_secs(), delay.subsec_millis()),
+            },
+            {
+                "@type": QUOTA_FAILURE_TYPE,
+                "violations": [{
+                    "subject": limited.subject,
+                    "description": format!("{} (limit '{}')", limited.quota, limited.limit),
+                }],
+            },
+        ],
+    })
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+const QUOTA_FAILURE_TYPE: &str = "type.googleapis.com/google.rpc.QuotaFailure";
+
+/// Retry-After takes whole seconds; rounded up so clients never retry early.
+fn retry_after(delay: Duration) -> HeaderValue {
+    HeaderValue::from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -220,15 +268,16 @@ impl IntoResponse for GatewayError {
                     }
                 }
                 if let Some(delay) = status.retry_after {
-                    // Retry-After takes whole seconds; round up so clients never retry early.
-                    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-                    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    headers.insert(header::RETRY_AFTER, retry_after(delay));
                 }
             }
             GatewayError::Auth(auth) => {
                 for challenge in challenge::www_authenticate(auth) {
                     headers.append(header::WWW_AUTHENTICATE, challenge);
                 }
+            }
+            GatewayError::RateLimit(limited) => {
+                headers.insert(header::RETRY_AFTER, retry_after(limited.retry_after));
             }
             GatewayError::Limit(LimitError::Overloaded { .. }) => {
                 // Shedding lasts as long as the burst: a second is plenty.

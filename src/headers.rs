@@ -39,6 +39,12 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The quota policies of a rate-limited route (IETF
+/// draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// What is left of the tightest of those quotas for this caller.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// Where time went, for browser devtools (W3C Server Timing).
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 

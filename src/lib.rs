@@ -8,7 +8,8 @@
 //! 3. [`route`] normalises the path and finds the binding in the compiled
 //!    table of `google.api.http` templates (404 / 405 otherwise).
 //! 4. [`upstream::deadline`] fixes the request's one deadline: the route's
-//!    timeout, shortened by a client's `grpc-timeout`.
+//!    timeout, shortened by a client's `grpc-timeout`. After authentication,
+//!    [`ratelimit`] counts the caller against the binding's rate limits.
 //! 5. [`transcode`] builds the gRPC message from the path variables, the
 //!    body and the query string with reflected descriptors.
 //! 6. [`upstream`] calls the service on a pooled HTTP/2 connection with the
@@ -38,6 +39,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod pipeline;
 pub mod plan;
+pub mod ratelimit;
 pub mod response_cache;
 pub mod route;
 pub mod server;

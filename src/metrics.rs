@@ -11,9 +11,11 @@
 //! Labels are bounded: a route is its path template (never the raw path),
 //! a method one of the standard ones (or `OTHER`), a status its class.
 
+mod rate_limits;
 mod scrape;
 mod streams;
 
+pub use rate_limits::RateLimitMetrics;
 pub use streams::{OpenStream, StreamMetrics, StreamOutcome};
 
 use std::sync::{Arc, OnceLock};
@@ -81,6 +83,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     generation: Gauge,
     streams: StreamMetrics,
+    rate_limits: RateLimitMetrics,
     live: Arc<scrape::Live>,
 }
 
@@ -183,6 +186,7 @@ impl Metrics {
             reloads: Family::default(),
             generation: Gauge::default(),
             streams: StreamMetrics::default(),
+            rate_limits: RateLimitMetrics::default(),
             live: Arc::new(scrape::Live::new(snapshot)),
         };
         metrics.generation.set(1);
@@ -254,6 +258,7 @@ impl Metrics {
             self.generation.clone(),
         );
         self.streams.register(r);
+        self.rate_limits.register(r);
         r.register_collector(Box::new(self.live.clone()));
         self
     }
@@ -316,6 +321,11 @@ impl Metrics {
     /// The stream families, for the streaming paths.
     pub fn streams(&self) -> &StreamMetrics {
         &self.streams
+    }
+
+    /// The rate-limit families.
+    pub fn rate_limits(&self) -> &RateLimitMetrics {
+        &self.rate_limits
     }
 
     /// Counts a request refused by authentication, by reason.

@@ -19,11 +19,12 @@ use tower::ServiceExt as _;
 use tokio::time::Instant;
 
 use crate::error::GatewayError;
-use crate::headers::{GRPC_TIMEOUT, SERVER_TIMING, X_REQUEST_ID};
+use crate::headers::{GRPC_TIMEOUT, RATELIMIT_POLICY, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
 use crate::metadata;
 use crate::metrics::{Metrics, RouteMetrics, StreamMetrics};
 use crate::plan::MethodPlan;
+use crate::ratelimit;
 use crate::response_cache::{self, Answer, CacheStatus, X_CACHE};
 use crate::route::RouteError;
 use crate::route::path::normalize;
@@ -202,6 +203,10 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
             if let GatewayError::Auth(auth) = &error {
                 gateway.metrics.auth_rejected(auth);
             }
+            if let GatewayError::RateLimit(limited) = &error {
+                let route = route_name(snapshot, &observed);
+                gateway.metrics.rate_limits().limited(&route, limited.key);
+            }
             match observed.grpc_web.clone() {
                 Some(content_type) => {
                     observed.answered_as = Some(error.status());
@@ -211,6 +216,13 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
             }
         }
     };
+    // Every answer of a limited route says so: success, 304, 4xx and 5xx.
+    for (name, value) in std::mem::take(&mut observed.rate_limit) {
+        response.headers_mut().append(name, value);
+    }
+    if observed.rate_limit_fell_back {
+        gateway.metrics.rate_limits().fell_back();
+    }
     response
         .headers_mut()
         .insert(X_REQUEST_ID, request_id.clone());
@@ -308,6 +320,9 @@ async fn serve(
     };
     let plan = snapshot.plans.get(found.binding);
     observed.binding = Some(found.binding);
+    observed
+        .rate_limit
+        .extend((plan.rate_limit.policy_field()).map(|policy| (RATELIMIT_POLICY, policy)));
     let call_slot = Limits::admit_call(&snapshot.upstreams[plan.upstream.upstream])?;
     // The budget runs from the moment the head arrived: authentication (a
     // key fetch, say), the body and any cache wait are charged against it.
@@ -320,6 +335,7 @@ async fn serve(
         .await
         .map_err(|_| deadline_exceeded(deadline))??;
     observed.consumer = identity.consumer.clone().or(identity.subject.clone());
+    count_rate_limits(snapshot, plan, &parts, &identity, observed).await?;
     if let Some(policy) = &plan.stream {
         let upgrade = match websocket::is_upgrade(&parts) {
             true => Some(websocket::take_upgrade(&mut parts).await?),
@@ -431,6 +447,33 @@ async fn serve(
         cache_status,
         age,
     )
+}
+
+/// Counts the request against the binding's rate limits; what they say
+/// goes on the answer whatever it is.
+async fn count_rate_limits(
+    snapshot: &Snapshot,
+    plan: &MethodPlan,
+    parts: &Parts,
+    identity: &crate::auth::Identity,
+    observed: &mut Observed,
+) -> Result<(), GatewayError> {
+    if plan.rate_limit.is_empty() {
+        return Ok(());
+    }
+    let hops = snapshot.settings.forwarding.trusted_proxy_hops;
+    let caller = ratelimit::Caller {
+        identity,
+        client_ip: metadata::client_ip(parts, hops),
+        headers: &parts.headers,
+    };
+    let checked = plan.rate_limit.check(caller).await;
+    observed.rate_limit = checked.fields;
+    observed.rate_limit_fell_back = checked.fell_back;
+    match checked.refused {
+        Some(refused) => Err(refused.into()),
+        None => Ok(()),
+    }
 }
 
 fn deadline_exceeded(deadline: Deadline) -> GatewayError {

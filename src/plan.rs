@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::route::BindingId;
 use crate::route::template::PathTemplate;
-use crate::{auth, cache, stream, transcode, upstream};
+use crate::{auth, cache, ratelimit, stream, transcode, upstream};
 
 /// One exposed HTTP binding of one gRPC method, compiled.
 #[derive(Debug)]
@@ -30,6 +30,8 @@ pub struct MethodPlan {
     pub upstream: upstream::Target,
     /// How a streaming method streams; `None` for a unary one.
     pub stream: Option<stream::Policy>,
+    /// Its rate limits (none: empty).
+    pub rate_limit: ratelimit::Policy,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

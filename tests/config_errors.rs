@@ -134,6 +134,8 @@ fixtures! {
     dns_settings_without_dns_are_reported_at_each_key => "dns_settings_without_dns",
     multipart_part_over_the_body_limit_and_zero_parts_are_reported => "bad_multipart_limits",
     cors_origins_methods_and_headers_are_each_reported_at_their_value => "bad_cors",
+    rate_limit_names_keys_rates_windows_and_scopes_are_each_reported => "bad_rate_limits",
+    rate_limit_tiers_anonymous_consumers_and_the_redis_url_are_reported => "rate_limit_tiers_and_redis",
 }
 
 #[test]

@@ -333,7 +333,7 @@ async fn the_dashboard_and_the_readme_name_only_metrics_the_gateway_exports() {
         "\"bookstore/v1/bookstore.proto\"]",
         "\"bookstore/v1/bookstore.proto\", \"testing/v1/streaming.proto\"]",
     ) + &format!(
-        "\n[upstreams.streams]\nendpoints = [\"http://{}\"]\n\n[[routes]]\nservice = \"testing.v1.Streaming\"\nupstream = \"streams\"\nauth = \"none\"\n",
+        "\n[upstreams.streams]\nendpoints = [\"http://{}\"]\n\n[[routes]]\nservice = \"testing.v1.Streaming\"\nupstream = \"streams\"\nauth = \"none\"\nrate_limits = [{{ name = \"one\", key = \"route\", rate = 1, per = \"1h\" }}]\n",
         streams.addr
     );
     let gateway = spawn_gateway(&toml).await;
@@ -345,6 +345,11 @@ async fn the_dashboard_and_the_readme_name_only_metrics_the_gateway_exports() {
         .await
         .expect("send");
     assert_eq!(ticks.text().await.expect("body").lines().count(), 1);
+    // The stream's route allows one call an hour: a second is rate limited.
+    assert_eq!(
+        get(format!("{}/v1/ticks?count=1", gateway.base), None).await,
+        429
+    );
     // One of each: a cached answer, a refusal, a reload.
     assert_eq!(
         get(format!("{}/v1/echo?stringValue=c", gateway.base), None).await,

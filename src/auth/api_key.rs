@@ -11,15 +11,26 @@ use super::identity::Identity;
 /// The configured keys.
 #[derive(Debug)]
 pub struct ApiKeys {
-    keys: Vec<([u8; 32], String)>,
+    keys: Vec<StoredKey>,
     consumer_metadata: HeaderName,
+}
+
+/// One key, as configured: its digest and whose it is.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// SHA-256 of the key.
+    pub digest: [u8; 32],
+    /// The consumer it admits.
+    pub consumer: String,
+    /// The consumer's tier, for rate limits.
+    pub tier: Option<String>,
 }
 
 // === impl ApiKeys ===
 
 impl ApiKeys {
-    /// Keys as `(sha256 digest, consumer)`.
-    pub fn new(keys: Vec<([u8; 32], String)>, consumer_metadata: HeaderName) -> ApiKeys {
+    /// The stored keys; the consumer's name goes upstream in `consumer_metadata`.
+    pub fn new(keys: Vec<StoredKey>, consumer_metadata: HeaderName) -> ApiKeys {
         ApiKeys {
             keys,
             consumer_metadata,
@@ -29,14 +40,15 @@ impl ApiKeys {
     /// Checks a presented key; a refusal is the reason, in words.
     pub fn verify(&self, presented: &str) -> Result<Identity, String> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found: Option<&str> = None;
+        let mut found: Option<&StoredKey> = None;
         // No early exit: every digest is compared.
-        for (stored, consumer) in &self.keys {
-            if bool::from(stored.ct_eq(&digest)) {
-                found = Some(consumer);
+        for stored in &self.keys {
+            if bool::from(stored.digest.ct_eq(&digest)) {
+                found = Some(stored);
             }
         }
-        let consumer = found.ok_or_else(|| "unknown API key".to_string())?;
+        let StoredKey { consumer, tier, .. } =
+            found.ok_or_else(|| "unknown API key".to_string())?;
         let mut metadata = Vec::with_capacity(1);
         if let Ok(value) = HeaderValue::from_str(consumer) {
             metadata.push((self.consumer_metadata.clone(), value));
@@ -44,9 +56,15 @@ impl ApiKeys {
         Ok(Identity {
             subject: None,
             consumer: Some(consumer.to_string()),
+            tier: tier.clone(),
             via: Some("api_key".into()),
             metadata,
         })
+    }
+
+    /// Every tier some key has.
+    pub fn tiers(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.tier.as_deref())
     }
 
     /// Metadata keys this source sets (stripped from clients everywhere).
@@ -82,7 +100,11 @@ mod tests {
     fn keys() -> ApiKeys {
         let digest = parse_digest(&digest_hex("s3cret-key-1")).expect("hex");
         ApiKeys::new(
-            vec![(digest, "partner-a".into())],
+            vec![StoredKey {
+                digest,
+                consumer: "partner-a".into(),
+                tier: None,
+            }],
             HeaderName::from_static("x-consumer"),
         )
     }

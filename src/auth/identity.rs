@@ -12,6 +12,8 @@ pub struct Identity {
     pub subject: Option<String>,
     /// Consumer name of an API key.
     pub consumer: Option<String>,
+    /// The API key consumer's tier, for rate limits.
+    pub tier: Option<String>,
     /// Provider or `api_key` that admitted the caller; `None` when anonymous.
     pub via: Option<String>,
     /// Metadata the identity adds upstream.

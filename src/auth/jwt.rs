@@ -257,6 +257,7 @@ impl JwtProvider {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             consumer: None,
+            tier: None,
             via: Some(self.name.clone()),
             metadata,
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use toml::Spanned;
 
-use super::api_key::{ApiKeys, parse_digest};
+use super::api_key::{ApiKeys, StoredKey, parse_digest};
 use super::jwt::JwtProvider;
 use super::{Policy, Source, Way};
 use crate::config::ConfigError;
@@ -67,6 +67,14 @@ pub fn providers(
         out.api_keys = Some(built);
     }
     out
+}
+
+impl Providers {
+    /// Every tier an API key has, for the rate limits that name tiers.
+    pub fn tiers(&self) -> std::collections::BTreeSet<String> {
+        let keys = self.api_keys.iter().flat_map(|(keys, _)| keys.tiers());
+        keys.map(str::to_string).collect()
+    }
 }
 
 /// Request headers that carry a caller's credential whatever the configuration.
@@ -188,7 +196,11 @@ fn api_keys(
     let mut keys = Vec::new();
     for entry in &entries {
         match parse_digest(entry.get_ref().sha256.get_ref()) {
-            Some(d) => keys.push((d, entry.get_ref().consumer.clone())),
+            Some(digest) => keys.push(StoredKey {
+                digest,
+                consumer: entry.get_ref().consumer.clone(),
+                tier: entry.get_ref().tier.as_ref().map(|t| t.get_ref().clone()),
+            }),
             None => errors.push(
                 ConfigError::at(
                     entry.span(),

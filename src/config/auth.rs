@@ -106,6 +106,8 @@ pub struct ApiKeyEntry {
     pub consumer: String,
     /// Hex SHA-256 of the key.
     pub sha256: Spanned<String>,
+    /// The consumer's tier, which rate limits may give their own rates.
+    pub tier: Option<Spanned<String>>,
 }
 
 /// A keys file: `[[keys]]` entries.

@@ -14,6 +14,7 @@ use super::auth::AuthSection;
 use super::edge::{
     AdminSection, CompressionSection, CorsSection, GrpcWebSection, ResponseCacheSection,
 };
+use super::rate_limit::RateLimitsSection;
 use super::upstream::defaults as upstream_defaults;
 use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
 
@@ -64,6 +65,9 @@ pub struct RoutesFile {
     /// Exporting request spans over OTLP.
     #[serde(default)]
     pub tracing: TracingSection,
+    /// What every rate limit shares (Redis, memory bounds).
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
 }
 
 /// `[tracing]`: each request's span exported over OTLP/gRPC; off without

@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::auth::{AuthSetting, RouteAuth};
 use super::edge::CacheSection;
 use super::file::{JsonOptions, optional_duration};
+use super::rate_limit::LimitSection;
 use super::upstream::RetrySection;
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -56,6 +57,8 @@ pub struct RouteSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// Rate limits on every method of the route (all must pass).
+    pub rate_limits: Option<Spanned<Vec<LimitSection>>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -101,6 +104,8 @@ pub struct MethodSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// Rate limits of this method, replacing the route's (`[]`: none).
+    pub rate_limits: Option<Spanned<Vec<LimitSection>>>,
 }
 
 /// `sse = { ... }`: how a server stream is written as Server-Sent Events.

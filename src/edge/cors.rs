@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use axum::response::Response;
-use http::header::ETAG;
+use http::header::{ETAG, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::headers::{
-    GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS, GRPC_TIMEOUT, SERVER_TIMING, X_GRPC_WEB,
-    X_REQUEST_ID, X_USER_AGENT,
+    GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS, GRPC_TIMEOUT, RATELIMIT, RATELIMIT_POLICY,
+    SERVER_TIMING, X_GRPC_WEB, X_REQUEST_ID, X_USER_AGENT,
 };
 
 /// The `[cors]` policy, compiled and validated.
@@ -69,7 +69,15 @@ impl Cors {
         let patterns = self.allow_origins.clone();
         let mut expose = self.expose_headers.clone();
         let mut allow_headers = self.allow_headers.clone();
-        let mut always_exposed = vec![X_REQUEST_ID, SERVER_TIMING, ETAG];
+        // Rate limits are for the client's code to read, too.
+        let mut always_exposed = vec![
+            X_REQUEST_ID,
+            SERVER_TIMING,
+            ETAG,
+            RATELIMIT_POLICY,
+            RATELIMIT,
+            RETRY_AFTER,
+        ];
         if grpc_web {
             always_exposed.extend([GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS]);
             for name in [

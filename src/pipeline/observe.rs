@@ -34,6 +34,10 @@ pub(super) struct Observed {
     /// The status counted in metrics when the HTTP one says nothing (a
     /// gRPC-Web answer is a 200 whatever its gRPC status).
     pub(super) answered_as: Option<StatusCode>,
+    /// `RateLimit-Policy` / `RateLimit` for the answer, whatever it is.
+    pub(super) rate_limit: Vec<(http::HeaderName, HeaderValue)>,
+    /// A cluster-wide limit was decided locally: Redis did not answer.
+    pub(super) rate_limit_fell_back: bool,
 }
 
 /// The access log line (target `protogate::access`): who asked what, how it

@@ -16,6 +16,7 @@ use super::retry::{self, MethodRetry};
 use super::streams;
 use super::upstreams::CompiledUpstreams;
 use crate::auth::load::Providers;
+use crate::config::auth::AuthSetting;
 use crate::config::diagnostic::suggest;
 use crate::config::file::{JsonOptions, MethodSection, RouteSection};
 use crate::config::{ConfigError, Loaded};
@@ -24,7 +25,7 @@ use crate::route::matcher::MatcherBuilder;
 use crate::route::{BindingId, RouteTable};
 use crate::transcode::JsonMapping;
 use crate::upstream::RetryPolicy;
-use crate::{auth, cache, stream, transcode, upstream};
+use crate::{auth, cache, ratelimit, stream, transcode, upstream};
 use claims::Claim;
 
 mod claims;
@@ -47,7 +48,9 @@ pub(super) fn compile(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> CompiledRoutes {
+    let rate_limits = ratelimit::Compiler::new(&loaded.file.rate_limits, providers.tiers(), errors);
     let mut compiler = RouteCompiler {
+        rate_limits: &rate_limits,
         loaded,
         http: pool
             .get_extension_by_name("google.api.http")
@@ -80,6 +83,7 @@ struct RouteCompiler<'a> {
     http: ExtensionDescriptor,
     upstreams: &'a CompiledUpstreams,
     providers: &'a Providers,
+    rate_limits: &'a ratelimit::Compiler,
     /// Request headers forwarded upstream: every cached answer varies on them.
     forwarded: &'a [HeaderName],
     builder: MatcherBuilder<BindingId>,
@@ -100,6 +104,8 @@ struct Entry<'a> {
     /// not one per binding.
     routed_twice: BTreeMap<usize, Vec<String>>,
     bound: usize,
+    /// The route-level rate limits, shared by every method that keeps them.
+    rate_limits: Vec<Arc<ratelimit::Limit>>,
 }
 
 /// One method's compiled pieces, shared by its bindings.
@@ -111,6 +117,7 @@ struct MethodPieces {
     target: upstream::Target,
     retry: MethodRetry,
     stream: Option<stream::Policy>,
+    rate_limits: Vec<Arc<ratelimit::Limit>>,
 }
 
 impl RouteCompiler<'_> {
@@ -127,12 +134,21 @@ impl RouteCompiler<'_> {
             );
             return;
         };
+        let rate_limits = section.rate_limits.as_ref().map(|list| {
+            let source = ratelimit::LimitsSource {
+                section: list,
+                scope: service_name.clone(),
+                anonymous: allows_anonymous(section.auth.as_ref()),
+            };
+            self.rate_limits.limits(source, self.errors)
+        });
         let mut entry = Entry {
             index,
             section,
             upstream: self.upstream_of(section),
             routed_twice: BTreeMap::new(),
             bound: 0,
+            rate_limits: rate_limits.unwrap_or_default(),
         };
         for name in section.methods.keys() {
             if !service.methods().any(|m| m.name() == name.get_ref()) {
@@ -264,6 +280,17 @@ impl RouteCompiler<'_> {
             .and_then(|m| m.retry.as_ref())
             .or(entry.section.retry.as_ref());
         let retry = retry::compile(retry_section, &method, self.errors);
+        let rate_limits = match section.and_then(|m| m.rate_limits.as_ref()) {
+            Some(list) => {
+                let source = ratelimit::LimitsSource {
+                    section: list,
+                    scope: format!("{}/{}", method.parent_service().full_name(), method.name()),
+                    anonymous: auth.is_public(),
+                };
+                self.rate_limits.limits(source, self.errors)
+            }
+            None => entry.rate_limits.clone(),
+        };
         let (stream, timeout) = streams::compile(
             &method,
             entry.section,
@@ -274,6 +301,7 @@ impl RouteCompiler<'_> {
         );
         Some(MethodPieces {
             stream,
+            rate_limits,
             target: upstream::Target {
                 upstream,
                 upstream_name: Arc::from(config.pool.name.as_str()),
@@ -363,6 +391,11 @@ impl RouteCompiler<'_> {
                 ..pieces.target.clone()
             },
             stream: pieces.stream.clone(),
+            rate_limit: ratelimit::Policy::new(
+                pieces.rate_limits.clone(),
+                &binding.http_method,
+                &binding.template.to_string(),
+            ),
         };
         let id = self.plans.push(plan);
         if let Err(conflict) = self
@@ -379,6 +412,15 @@ impl RouteCompiler<'_> {
                 ),
             ));
         }
+    }
+}
+
+/// Whether a route's `auth` lets anonymous callers in (then every caller is).
+fn allows_anonymous(auth: Option<&toml::Spanned<AuthSetting>>) -> bool {
+    match auth.map(toml::Spanned::get_ref) {
+        Some(AuthSetting::One(way)) => way == "none",
+        Some(AuthSetting::AnyOf(ways)) => ways.iter().any(|w| w == "none"),
+        None => false,
     }
 }
 
