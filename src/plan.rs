@@ -29,6 +29,9 @@ pub struct MethodPlan {
     pub upstream: upstream::Target,
     /// How a streaming method streams; `None` for a unary one.
     pub stream: Option<stream::Policy>,
+    /// Whether the OpenAPI document lists this binding (`openapi = false`
+    /// hides it; it is served all the same).
+    pub documented: bool,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

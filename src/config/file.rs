@@ -59,6 +59,9 @@ pub struct RoutesFile {
     /// Exporting request spans over OTLP.
     #[serde(default)]
     pub tracing: TracingSection,
+    /// The OpenAPI document and the `/docs` page.
+    #[serde(default)]
+    pub openapi: super::openapi::OpenApiSection,
 }
 
 /// `[tracing]`: each request's span exported over OTLP/gRPC; off without

@@ -56,6 +56,9 @@ pub struct RouteSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// `false` leaves the route's methods out of the OpenAPI document (they
+    /// are still served).
+    pub openapi: Option<bool>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -101,6 +104,9 @@ pub struct MethodSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// `false` leaves this method out of the OpenAPI document (it is still
+    /// served); `true` documents it even if its route says `false`.
+    pub openapi: Option<bool>,
 }
 
 /// `sse = { ... }`: how a server stream is written as Server-Sent Events.
