@@ -2,6 +2,7 @@
 //! repository's routes.toml in front of a fresh demo Bookstore) and a test
 //! config that exercises every type, rule and auth way the document maps.
 
+#![allow(dead_code, unreachable_pub)]
 use std::path::Path;
 use std::time::Duration;
 
