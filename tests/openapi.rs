@@ -68,8 +68,8 @@ async fn the_demo_document_has_every_bookstore_binding_with_its_parameters_and_s
         json!({ "type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A JWT from the auth provider `demo`." })
     );
     // Nested path variable, body field, and the rest of the message in the query.
-    let update = &paths["/v1/shelves/{shelf}/books/{book.id}"]["patch"];
-    assert_eq!(parameter(update, "book.id")["in"], "path");
+    let update = &paths["/v1/shelves/{shelf}/books/{book_id}"]["patch"];
+    assert_eq!(parameter(update, "book_id")["description"], "Sets the request field `book.id`.");
     assert_eq!(parameter(update, "updateMask")["schema"]["type"], "string", "FieldMask");
     assert_eq!(
         update["requestBody"]["content"]["application/json"]["schema"]["$ref"],

@@ -48,5 +48,7 @@ async fn schemathesis_finds_no_failure_in_the_demo() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "schemathesis found failures:\n{text}");
-    assert!(text.contains("No issues found") || text.contains("passed"), "{text}");
+    let summary = text.split("SUMMARY").last().unwrap_or(&text);
+    assert!(summary.contains("passed"), "{text}");
+    eprintln!("schemathesis:{summary}");
 }

@@ -3,7 +3,8 @@
 //! a `/` in a value, and the gateway keeps `%2F` as data), so a variable
 //! over several segments, `{name=shelves/*/books/*}`, is written out: its
 //! literals stay literal and each `*` becomes a parameter of its own
-//! (`name_1`, `name_2`), described as a part of `name`. A `**` cannot be
+//! (`name_1`, `name_2`), described as a part of `name`. A nested field's
+//! parameter joins its path with `_` (`{book.id}` → `{book_id}`). A `**` cannot be
 //! written as one OpenAPI segment: it is one parameter whose description
 //! says it may span segments. See docs/decisions/0005-openapi.md.
 
@@ -69,15 +70,18 @@ fn write_variable(
     variant: Variant,
 ) {
     let dotted = variable.field_path.join(".");
+    // `book.id` is a legal parameter name, but tools that fill templates
+    // with format strings read the dot as attribute access: `book_id`.
+    let name = variable.field_path.join("_");
     let segments = &template.segments[variable.start..variable.end];
     if let [Segment::Single] = segments {
-        path.push_str(&format!("{{{dotted}}}"));
+        path.push_str(&format!("{{{name}}}"));
         let schema = match field {
             Some(field) => schemas.kind(&field.kind(), variant),
             None => json!({ "type": "string" }),
         };
         parameters.push(json!({
-            "name": dotted, "in": "path", "required": true, "schema": schema,
+            "name": name, "in": "path", "required": true, "schema": schema,
             "description": format!("Sets the request field `{dotted}`."),
         }));
         return;
@@ -100,8 +104,8 @@ fn write_variable(
             wildcard => {
                 k += 1;
                 let name = match wildcards {
-                    1 => dotted.clone(),
-                    _ => format!("{dotted}_{k}"),
+                    1 => name.clone(),
+                    _ => format!("{name}_{k}"),
                 };
                 let about = format!(
                     "Part {k} of the request field `{dotted}`, which the path sets to `{shape}` with each wildcard filled in."
