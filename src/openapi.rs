@@ -41,7 +41,9 @@ pub const DOCS_PATH: &str = "/docs";
 pub const DOCS_PAGE: &str = include_str!("openapi/docs.html");
 
 /// The HTTP methods a Path Item can hold.
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// `[openapi]`, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +137,12 @@ pub fn is_bound(routes: &RouteTable, path: &str) -> bool {
 
 impl Published {
     /// The rendered document, built now if this is the first ask.
-    pub fn get_or_render(&self, plans: &Plans, pool: &DescriptorPool, settings: &Settings) -> &Rendered {
+    pub fn get_or_render(
+        &self,
+        plans: &Plans,
+        pool: &DescriptorPool,
+        settings: &Settings,
+    ) -> &Rendered {
         self.rendered.get_or_init(|| render(plans, pool, settings))
     }
 }
@@ -213,7 +220,11 @@ pub fn document(plans: &Plans, pool: &DescriptorPool, settings: &Settings) -> Va
     }
     let mut document = json!({ "openapi": "3.1.0", "info": info });
     if !settings.servers.is_empty() {
-        let servers: Vec<Value> = settings.servers.iter().map(|url| json!({ "url": url })).collect();
+        let servers: Vec<Value> = settings
+            .servers
+            .iter()
+            .map(|url| json!({ "url": url }))
+            .collect();
         document["servers"] = Value::Array(servers);
     }
     document["tags"] = Value::Array(tags);

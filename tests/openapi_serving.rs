@@ -50,9 +50,19 @@ print("valid", len(doc["paths"]))
 
 async fn validate_served(base: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (json_path, yaml_path) = (dir.path().join("openapi.json"), dir.path().join("openapi.yaml"));
+    let (json_path, yaml_path) = (
+        dir.path().join("openapi.json"),
+        dir.path().join("openapi.yaml"),
+    );
     for (url, path) in [("/openapi.json", &json_path), ("/openapi.yaml", &yaml_path)] {
-        let body = client().get(format!("{base}{url}")).send().await.expect("GET").bytes().await.expect("body");
+        let body = client()
+            .get(format!("{base}{url}"))
+            .send()
+            .await
+            .expect("GET")
+            .bytes()
+            .await
+            .expect("body");
         std::fs::write(path, body).expect("write");
     }
     let out = python(VALIDATE, &[&json_path, &yaml_path]);
@@ -74,8 +84,15 @@ async fn the_demo_and_every_rule_documents_validate_against_openapi_3_1() {
 #[tokio::test]
 async fn the_documents_carry_validators_and_answer_304_to_a_matching_if_none_match() {
     let demo = fixtures::demo().await;
-    for (path, media) in [("/openapi.json", "application/json"), ("/openapi.yaml", "application/yaml")] {
-        let first = client().get(format!("{}{path}", demo.base)).send().await.expect("GET");
+    for (path, media) in [
+        ("/openapi.json", "application/json"),
+        ("/openapi.yaml", "application/yaml"),
+    ] {
+        let first = client()
+            .get(format!("{}{path}", demo.base))
+            .send()
+            .await
+            .expect("GET");
         assert_eq!(first.status(), 200);
         assert_eq!(first.headers()["content-type"], media);
         assert_eq!(first.headers()["cache-control"], "public, no-cache");
@@ -89,7 +106,11 @@ async fn the_documents_carry_validators_and_answer_304_to_a_matching_if_none_mat
         assert_eq!(again.status(), 304, "{path}");
         assert_eq!(again.headers()["etag"], etag);
     }
-    let post = client().post(format!("{}/openapi.json", demo.base)).send().await.expect("POST");
+    let post = client()
+        .post(format!("{}/openapi.json", demo.base))
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(post.status(), 405);
     assert_eq!(post.headers()["allow"], "GET, HEAD");
 }
@@ -97,7 +118,14 @@ async fn the_documents_carry_validators_and_answer_304_to_a_matching_if_none_mat
 #[tokio::test]
 async fn a_reload_rebuilds_the_document() {
     let demo = fixtures::demo().await;
-    let before: Value = client().get(format!("{}/openapi.json", demo.base)).send().await.expect("GET").json().await.expect("JSON");
+    let before: Value = client()
+        .get(format!("{}/openapi.json", demo.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
     assert!(before["paths"]["/v1/shelves"].is_object());
     let (bookstore, _) = spawn_bookstore().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -105,10 +133,23 @@ async fn a_reload_rebuilds_the_document() {
     let hidden = bookstore_toml(bookstore, "openapi = false\n[openapi]\ntitle = \"After\"\n")
         .replace("{proto}", support::PROTO_DIR);
     std::fs::write(&path, hidden).expect("write");
-    demo.gateway.gateway.replace(support::compile_snapshot(&path).await);
-    let after: Value = client().get(format!("{}/openapi.json", demo.base)).send().await.expect("GET").json().await.expect("JSON");
+    demo.gateway
+        .gateway
+        .replace(support::compile_snapshot(&path).await);
+    let after: Value = client()
+        .get(format!("{}/openapi.json", demo.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
     assert_eq!(after["info"]["title"], "After");
-    assert_eq!(after["paths"], serde_json::json!({}), "the route hides its methods now");
+    assert_eq!(
+        after["paths"],
+        serde_json::json!({}),
+        "the route hides its methods now"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +157,11 @@ async fn serve_false_turns_the_paths_off_and_a_binding_on_a_path_wins() {
     let (bookstore, _) = spawn_bookstore().await;
     let off = spawn_gateway(&bookstore_toml(bookstore, "[openapi]\nserve = false\n")).await;
     for path in ["/openapi.json", "/openapi.yaml", "/docs"] {
-        let response = client().get(format!("{}{path}", off.base)).send().await.expect("GET");
+        let response = client()
+            .get(format!("{}{path}", off.base))
+            .send()
+            .await
+            .expect("GET");
         assert_eq!(response.status(), 404, "{path}");
     }
     let shadowed = spawn_gateway(&bookstore_toml(
@@ -124,9 +169,23 @@ async fn serve_false_turns_the_paths_off_and_a_binding_on_a_path_wins() {
         "[routes.methods.ListShelves]\nhttp = { get = \"/docs\" }\n",
     ))
     .await;
-    let docs: Value = client().get(format!("{}/docs", shadowed.base)).send().await.expect("GET").json().await.expect("the binding's JSON");
+    let docs: Value = client()
+        .get(format!("{}/docs", shadowed.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("the binding's JSON");
     assert!(docs["shelves"].is_array(), "{docs}");
-    let spec: Value = client().get(format!("{}/openapi.json", shadowed.base)).send().await.expect("GET").json().await.expect("JSON");
+    let spec: Value = client()
+        .get(format!("{}/openapi.json", shadowed.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
     assert!(spec["paths"]["/docs"]["get"].is_object());
 }
 
@@ -134,11 +193,20 @@ async fn serve_false_turns_the_paths_off_and_a_binding_on_a_path_wins() {
 fn protogate_openapi_prints_the_document_and_check_warns_of_a_shadowed_path() {
     let repo = env!("CARGO_MANIFEST_DIR");
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_protogate")).args(args).current_dir(repo).output().expect("runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("UTF-8")
     };
-    let json: Value = serde_json::from_str(&run(&["openapi", "--config", "routes.toml"])).expect("JSON");
+    let json: Value =
+        serde_json::from_str(&run(&["openapi", "--config", "routes.toml"])).expect("JSON");
     assert_eq!(json["openapi"], "3.1.0");
     assert!(json["paths"]["/v1/shelves/{shelf}/books/{book}"]["get"].is_object());
     let yaml = run(&["openapi", "--config", "routes.toml", "--format", "yaml"]);
@@ -146,9 +214,16 @@ fn protogate_openapi_prints_the_document_and_check_warns_of_a_shadowed_path() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
-    let toml = bookstore_toml("127.0.0.1:9".parse().expect("addr"), "[routes.methods.ListShelves]\nhttp = { get = \"/openapi.yaml\" }\n");
+    let toml = bookstore_toml(
+        "127.0.0.1:9".parse().expect("addr"),
+        "[routes.methods.ListShelves]\nhttp = { get = \"/openapi.yaml\" }\n",
+    );
     std::fs::write(&path, toml.replace("{proto}", support::PROTO_DIR)).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_protogate")).args(["check", "--config"]).arg(&path).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("a binding takes /openapi.yaml"), "{stderr}");
@@ -157,16 +232,39 @@ fn protogate_openapi_prints_the_document_and_check_warns_of_a_shadowed_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docs_page_lists_every_operation_in_a_browser() {
     let demo = fixtures::demo().await;
-    let page = client().get(format!("{}/docs", demo.base)).send().await.expect("GET");
+    let page = client()
+        .get(format!("{}/docs", demo.base))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
-    assert!(page.text().await.expect("text").contains("fetch(\"openapi.json\""));
-    let dom = chromium::dump_dom(&format!("{}/docs", demo.base), &["--virtual-time-budget=10000"]).await;
-    let doc: Value = client().get(format!("{}/openapi.json", demo.base)).send().await.expect("GET").json().await.expect("JSON");
+    assert!(
+        page.text()
+            .await
+            .expect("text")
+            .contains("fetch(\"openapi.json\"")
+    );
+    let dom = chromium::dump_dom(
+        &format!("{}/docs", demo.base),
+        &["--virtual-time-budget=10000"],
+    )
+    .await;
+    let doc: Value = client()
+        .get(format!("{}/openapi.json", demo.base))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
     let mut count = 0;
-    for item in doc["paths"].as_object().unwrap().values() {
-        for operation in item.as_object().unwrap().values() {
-            let id = operation["operationId"].as_str().unwrap();
-            assert!(dom.contains(&format!("data-operation=\"{id}\"")), "{id} is not on the page:\n{dom}");
+    for item in doc["paths"].as_object().expect("object").values() {
+        for operation in item.as_object().expect("object").values() {
+            let id = operation["operationId"].as_str().expect("string");
+            assert!(
+                dom.contains(&format!("data-operation=\"{id}\"")),
+                "{id} is not on the page:\n{dom}"
+            );
             count += 1;
         }
     }

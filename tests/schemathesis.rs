@@ -16,8 +16,7 @@ mod support;
 use std::time::Duration;
 
 /// The stateless checks the issue asks for.
-const CHECKS: &str =
-    "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_in_the_demo() {
@@ -47,7 +46,10 @@ async fn schemathesis_finds_no_failure_in_the_demo() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "schemathesis found failures:\n{text}");
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{text}"
+    );
     let summary = text.split("SUMMARY").last().unwrap_or(&text);
     assert!(summary.contains("passed"), "{text}");
     eprintln!("schemathesis:{summary}");

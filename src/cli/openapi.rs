@@ -21,7 +21,8 @@ pub(super) fn print(path: &Path, format: DocumentFormat) -> ExitCode {
     let Some(compiled) = super::load(path, false) else {
         return ExitCode::FAILURE;
     };
-    let rendered = crate::openapi::render(&compiled.plans, &compiled.pool, &compiled.settings.openapi);
+    let rendered =
+        crate::openapi::render(&compiled.plans, &compiled.pool, &compiled.settings.openapi);
     let bytes = match format {
         DocumentFormat::Json => rendered.json,
         DocumentFormat::Yaml => rendered.yaml,

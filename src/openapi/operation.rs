@@ -42,15 +42,20 @@ impl Builder<'_, '_> {
             enums_as_numbers: transcode.json.enums_as_numbers,
             input: false,
         };
-        let OpenApiPath { path, mut parameters } =
-            openapi_path(&plan.template, transcode, self.schemas, variant);
+        let OpenApiPath {
+            path,
+            mut parameters,
+        } = openapi_path(&plan.template, transcode, self.schemas, variant);
         parameters.extend(query::parameters(transcode, self.schemas, variant));
         parameters.extend(hooks::extra_parameters(plan));
 
         let mut operation = Map::new();
         operation.insert("tags".into(), json!([method.parent_service().name()]));
         operation.insert("operationId".into(), operation_id.into());
-        if let Some(text) = self.comments.get(method.parent_file().name(), method.path()) {
+        if let Some(text) = self
+            .comments
+            .get(method.parent_file().name(), method.path())
+        {
             operation.insert("summary".into(), summary(text).into());
             operation.insert("description".into(), text.into());
         }
@@ -72,7 +77,10 @@ impl Builder<'_, '_> {
 
     fn request_body(&mut self, plan: &MethodPlan, variant: Variant) -> Option<Value> {
         let transcode = &plan.transcode;
-        let input = Variant { input: true, ..variant };
+        let input = Variant {
+            input: true,
+            ..variant
+        };
         if transcode.takes_http_body() {
             return Some(json!({
                 "description": "Raw bytes, passed on with their Content-Type (google.api.HttpBody).",

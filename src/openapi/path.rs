@@ -35,10 +35,22 @@ pub(super) fn openapi_path(
     let mut index = 0;
     while index < template.segments.len() {
         path.push('/');
-        let variable = template.variables.iter().enumerate().find(|(_, v)| v.start == index);
+        let variable = template
+            .variables
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.start == index);
         if let Some((position, variable)) = variable {
             let field = plan.variables.get(position).map(|f| f.leaf());
-            write_variable(template, variable, field, &mut path, &mut parameters, schemas, variant);
+            write_variable(
+                template,
+                variable,
+                field,
+                &mut path,
+                &mut parameters,
+                schemas,
+                variant,
+            );
             index = variable.end.max(index + 1);
             continue;
         }
@@ -48,7 +60,11 @@ pub(super) fn openapi_path(
                 unnamed += 1;
                 let name = format!("segment_{unnamed}");
                 path.push_str(&format!("{{{name}}}"));
-                parameters.push(wildcard_parameter(&name, wildcard, "An unnamed wildcard segment of the template.".into()));
+                parameters.push(wildcard_parameter(
+                    &name,
+                    wildcard,
+                    "An unnamed wildcard segment of the template.".into(),
+                ));
             }
         }
         index += 1;
@@ -95,7 +111,10 @@ fn write_variable(
         })
         .collect();
     let shape = shape.join("/");
-    let wildcards = segments.iter().filter(|s| !matches!(s, Segment::Literal(_))).count();
+    let wildcards = segments
+        .iter()
+        .filter(|s| !matches!(s, Segment::Literal(_)))
+        .count();
     let mut written = Vec::new();
     let mut k = 0;
     for segment in segments {

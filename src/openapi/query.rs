@@ -57,7 +57,11 @@ impl Walk<'_, '_> {
         self.open.push(message.full_name().to_string());
         for field in message.fields() {
             let proto_path = format!("{proto_prefix}{}", field.name());
-            if self.bound.iter().any(|b| *b == proto_path || proto_path.starts_with(&format!("{b}."))) {
+            if self
+                .bound
+                .iter()
+                .any(|b| *b == proto_path || proto_path.starts_with(&format!("{b}.")))
+            {
                 continue;
             }
             let name = match self.variant.proto_names {
@@ -76,7 +80,8 @@ impl Walk<'_, '_> {
         }
         if let Kind::Message(inner) = field.kind() {
             let text_form = TEXT_FORMS.contains(&inner.full_name())
-                || (inner.full_name().starts_with("google.protobuf.") && inner.full_name().ends_with("Value")
+                || (inner.full_name().starts_with("google.protobuf.")
+                    && inner.full_name().ends_with("Value")
                     && inner.get_field_by_name("value").is_some()
                     && inner.full_name() != "google.protobuf.Value");
             if !text_form {
@@ -86,7 +91,13 @@ impl Walk<'_, '_> {
                 return;
             }
         }
-        let mut schema = self.schemas.field(field, Variant { input: true, ..self.variant });
+        let mut schema = self.schemas.field(
+            field,
+            Variant {
+                input: true,
+                ..self.variant
+            },
+        );
         if let Kind::Message(inner) = field.kind()
             && inner.full_name().ends_with("Value")
             && let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut)

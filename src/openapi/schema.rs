@@ -36,7 +36,8 @@ const INPUT_ONLY: i32 = 4;
 const IMMUTABLE: i32 = 5;
 
 /// A text form proto3 JSON accepts for 64-bit integers, and writes.
-const INT64_NOTE: &str = "A 64-bit integer, written as a decimal string; a JSON number is accepted too.";
+const INT64_NOTE: &str =
+    "A 64-bit integer, written as a decimal string; a JSON number is accepted too.";
 
 /// Builds schemas and keeps the components they refer to.
 pub(super) struct Schemas<'a> {
@@ -140,7 +141,9 @@ impl<'a> Schemas<'a> {
             }),
             Kind::Bool => json!({ "type": "boolean" }),
             Kind::String => json!({ "type": "string" }),
-            Kind::Bytes => json!({ "type": "string", "format": "byte", "contentEncoding": "base64" }),
+            Kind::Bytes => {
+                json!({ "type": "string", "format": "byte", "contentEncoding": "base64" })
+            }
             Kind::Enum(enumeration) => self.enumeration(enumeration, variant),
             Kind::Message(message) => self.message(message, variant),
         }
@@ -167,7 +170,9 @@ impl<'a> Schemas<'a> {
         if let Some(rule) = oneof_rule(message, variant) {
             schema["not"] = rule;
         }
-        let comment = self.comments.get(message.parent_file().name(), message.path());
+        let comment = self
+            .comments
+            .get(message.parent_file().name(), message.path());
         if let Some(text) = comment {
             schema["description"] = text.into();
         }
@@ -236,7 +241,10 @@ impl<'a> Schemas<'a> {
             return Vec::new();
         }
         match &*options.get_extension(extension) {
-            ProtoValue::List(values) => values.iter().filter_map(ProtoValue::as_enum_number).collect(),
+            ProtoValue::List(values) => values
+                .iter()
+                .filter_map(ProtoValue::as_enum_number)
+                .collect(),
             ProtoValue::EnumNumber(number) => vec![*number],
             _ => Vec::new(),
         }
@@ -247,7 +255,8 @@ impl<'a> Schemas<'a> {
             return known;
         }
         // False while it is worked out: a recursive message ends here.
-        self.has_required.insert(message.full_name().to_string(), false);
+        self.has_required
+            .insert(message.full_name().to_string(), false);
         let mut found = false;
         for field in message.fields() {
             found = self.behaviors(&field).contains(&REQUIRED)
@@ -256,7 +265,8 @@ impl<'a> Schemas<'a> {
                 break;
             }
         }
-        self.has_required.insert(message.full_name().to_string(), found);
+        self.has_required
+            .insert(message.full_name().to_string(), found);
         found
     }
 
@@ -286,7 +296,12 @@ impl<'a> Schemas<'a> {
         for value in enumeration.values() {
             let comment = self.comments.get(value.parent_file().name(), value.path());
             if let Some(comment) = comment {
-                lines.push(format!("- `{}` ({}): {}", value.name(), value.number(), comment.replace('\n', " ")));
+                lines.push(format!(
+                    "- `{}` ({}): {}",
+                    value.name(),
+                    value.number(),
+                    comment.replace('\n', " ")
+                ));
             }
             let options = value.enum_value_descriptor_proto().options.as_ref();
             if options.and_then(|o| o.deprecated).unwrap_or(false) {
@@ -345,7 +360,11 @@ impl<'a> Schemas<'a> {
 
 /// A scalar schema that also allows `null` (a wrapper: unset is null).
 fn nullable(mut schema: Value) -> Value {
-    match schema.get("type").and_then(Value::as_str).map(str::to_string) {
+    match schema
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    {
         Some(single) => {
             schema["type"] = json!([single, "null"]);
             schema

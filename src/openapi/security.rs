@@ -42,7 +42,9 @@ impl Schemes {
                 Way::ApiKey(_, source) => {
                     self.schemes
                         .entry(API_KEY_SCHEME.to_string())
-                        .or_insert_with(|| api_key_scheme(source, "An API key from `[auth.api_keys]`."));
+                        .or_insert_with(|| {
+                            api_key_scheme(source, "An API key from `[auth.api_keys]`.")
+                        });
                     json!({ API_KEY_SCHEME: [] })
                 }
             };
@@ -67,7 +69,9 @@ fn jwt_scheme(provider: &str, source: &Source) -> Value {
 /// A credential sent as a named header, query parameter or cookie.
 fn api_key_scheme(source: &Source, about: &str) -> Value {
     let (place, name) = match source {
-        Source::Bearer => return json!({ "type": "http", "scheme": "bearer", "description": about }),
+        Source::Bearer => {
+            return json!({ "type": "http", "scheme": "bearer", "description": about });
+        }
         Source::Header(name) => ("header", name.as_str().to_string()),
         Source::Query(name) => ("query", name.clone()),
         Source::Cookie(name) => ("cookie", name.clone()),

@@ -51,13 +51,20 @@ pub(super) fn answer(
             &snapshot.settings.openapi,
         );
         match path == JSON_PATH {
-            true => (rendered.json.clone(), rendered.json_etag.clone(), crate::headers::CONTENT_TYPE_JSON),
+            true => (
+                rendered.json.clone(),
+                rendered.json_etag.clone(),
+                crate::headers::CONTENT_TYPE_JSON,
+            ),
             false => (rendered.yaml.clone(), rendered.yaml_etag.clone(), YAML),
         }
     };
-    let unchanged = (parts.headers.get(header::IF_NONE_MATCH)).is_some_and(|h| if_none_match(h, &tag));
+    let unchanged =
+        (parts.headers.get(header::IF_NONE_MATCH)).is_some_and(|h| if_none_match(h, &tag));
     let mut response = match unchanged {
-        true => Response::builder().status(StatusCode::NOT_MODIFIED).body(Body::empty()),
+        true => Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty()),
         false => Response::builder()
             .header(header::CONTENT_TYPE, content_type)
             .body(Body::from(body)),

@@ -22,13 +22,25 @@ pub async fn demo() -> Demo {
     let (bookstore, _) = spawn_bookstore().await;
     let shipped = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
     let routes = shipped
-        .replace("\"http://127.0.0.1:50051\"", &format!("\"http://{bookstore}\""))
-        .replace("include = [\"proto\"]", &format!("include = [\"{PROTO_DIR}\"]"))
+        .replace(
+            "\"http://127.0.0.1:50051\"",
+            &format!("\"http://{bookstore}\""),
+        )
+        .replace(
+            "include = [\"proto\"]",
+            &format!("include = [\"{PROTO_DIR}\"]"),
+        )
         .replace(
             "secret_file = \"examples/demo-jwt.secret\"",
-            &format!("secret_file = \"{}\"", repo.join("examples/demo-jwt.secret").display()),
+            &format!(
+                "secret_file = \"{}\"",
+                repo.join("examples/demo-jwt.secret").display()
+            ),
         );
-    assert!(routes.contains(&bookstore.to_string()), "the demo's endpoint moved");
+    assert!(
+        routes.contains(&bookstore.to_string()),
+        "the demo's endpoint moved"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, &routes).expect("write routes.toml");
