@@ -7,7 +7,7 @@
 
 mod compile;
 mod surrogate;
-mod validators;
+pub mod validators;
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check` and `demo`. Logs go to stderr.
+//! The command line: `serve`, `check`, `demo`, `token` and `openapi`. Logs go to stderr.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use crate::{pipeline, server};
 
 pub mod demo;
 mod lifecycle;
+mod openapi;
 mod watch;
 
 use lifecycle::{drain_on_signal, reloader, shutdown_signal, spawn_reloader};
@@ -90,6 +91,15 @@ pub enum Command {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Print the OpenAPI 3.1 document of routes.toml (what /openapi.json serves).
+    Openapi {
+        /// Path of routes.toml.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        /// json or yaml.
+        #[arg(long, value_enum, default_value_t = openapi::DocumentFormat::Json)]
+        format: openapi::DocumentFormat,
+    },
     /// Run the gateway together with the built-in example Bookstore gRPC service.
     Demo {
         /// Path of routes.toml (its `bookstore` upstream says where the Bookstore listens).
@@ -122,6 +132,7 @@ pub fn main() -> ExitCode {
                 diff: Some(old),
             } => check_diff(&old, &config),
             Command::Check { config, diff: None } => check(&config),
+            Command::Openapi { config, format } => openapi::print(&config, format),
             Command::Token {
                 config,
                 provider,

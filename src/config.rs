@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod edge;
 pub mod file;
 pub mod rate_limit;
+pub mod openapi;
 mod route_section;
 mod schema;
 pub mod upstream;

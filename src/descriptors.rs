@@ -2,7 +2,7 @@
 //! compiled at start-up in pure Rust (protox), or a descriptor-set file made
 //! by protoc or buf.
 //!
-//! `google/api/{annotations,http,httpbody}.proto`, `google/rpc/*.proto` and the
+//! `google/api/{annotations,http,httpbody,field_behavior}.proto`, `google/rpc/*.proto` and the
 //! well-known types are always available, so users do not vendor them, and the
 //! `google.rpc` error detail types are always known when rendering errors.
 //!
@@ -18,7 +18,7 @@ use protox::file::{
 };
 
 /// Proto files every pool contains, embedded in the binary.
-const BUILTIN_FILES: [(&str, &str); 6] = [
+const BUILTIN_FILES: [(&str, &str); 7] = [
     (
         "google/api/http.proto",
         include_str!("../proto/google/api/http.proto"),
@@ -26,6 +26,10 @@ const BUILTIN_FILES: [(&str, &str); 6] = [
     (
         "google/api/annotations.proto",
         include_str!("../proto/google/api/annotations.proto"),
+    ),
+    (
+        "google/api/field_behavior.proto",
+        include_str!("../proto/google/api/field_behavior.proto"),
     ),
     (
         "google/api/httpbody.proto",
@@ -125,7 +129,8 @@ fn compile(files: &[String], include: &[PathBuf]) -> Result<DescriptorPool, Desc
     resolver.add(BuiltinFiles);
     resolver.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
-    compiler.include_imports(true).include_source_info(false);
+    // Source info keeps the .proto comments: the OpenAPI document's descriptions.
+    compiler.include_imports(true).include_source_info(true);
     let builtin = BUILTIN_FILES.iter().map(|(name, _)| Path::new(name));
     for file in files.iter().map(Path::new).chain(builtin) {
         compiler

@@ -37,6 +37,7 @@ pub mod headers;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod plan;
 pub mod ratelimit;

@@ -35,6 +35,7 @@ use crate::upstream::{Deadline, deadline};
 mod answer;
 mod grpc_web;
 mod observe;
+mod published;
 mod streaming;
 mod unary;
 mod websocket;
@@ -299,6 +300,9 @@ async fn serve(
     let admitted = limits.admit()?;
     limits.check_head(&parts)?;
     let path = normalize(parts.uri.path()).map_err(crate::route::RouteError::from)?;
+    if let Some(answer) = published::answer(snapshot, &parts, &path) {
+        return Ok(answer?);
+    }
     let found = match snapshot.routes.find(&parts.method, &path) {
         // No binding for OPTIONS itself: say what the path does accept
         // (RFC 9110 §9.3.7). CORS preflights never get here.

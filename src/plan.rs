@@ -32,6 +32,9 @@ pub struct MethodPlan {
     pub stream: Option<stream::Policy>,
     /// Its rate limits (none: empty).
     pub rate_limit: ratelimit::Policy,
+    /// Whether the OpenAPI document lists this binding (`openapi = false`
+    /// hides it; it is served all the same).
+    pub documented: bool,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

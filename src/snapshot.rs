@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub settings: Settings,
     /// The gateway's response cache, if any route uses it.
     pub response_cache: Option<Arc<ResponseCache>>,
+    /// Its OpenAPI document, rendered when first asked for.
+    pub openapi: crate::openapi::Published,
 }
 
 /// The gateway-wide settings, compiled.
@@ -68,6 +70,8 @@ pub struct Settings {
     pub trust_traceparent: bool,
     /// Where request spans are exported, if anywhere.
     pub otlp: Option<crate::trace::OtlpSettings>,
+    /// The OpenAPI document's settings (`[openapi]`).
+    pub openapi: crate::openapi::Settings,
 }
 
 /// A compiled configuration whose upstreams are not dialled yet.
@@ -137,6 +141,7 @@ impl Compiled {
             response_cache: kept_cache.or_else(|| {
                 (self.response_cache_bytes).map(|bytes| Arc::new(ResponseCache::new(bytes)))
             }),
+            openapi: crate::openapi::Published::default(),
         }
     }
 }
@@ -261,6 +266,9 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
         let mut seen = std::collections::HashSet::new();
         errors.retain(|e| seen.insert((e.span.clone(), e.message.clone())));
         return Err(errors);
+    }
+    if settings.openapi.serve {
+        warnings.extend(crate::openapi::shadowed_paths(&routes.table));
     }
     let uses_gateway_cache = routes.plans.iter().any(|plan| plan.cache.gateway);
     Ok(Compiled {

@@ -91,6 +91,7 @@ fixtures! {
     upstream_without_endpoints_is_reported_at_its_table => "upstream_without_endpoints",
     endpoint_without_scheme_or_port_is_reported_at_each_endpoint => "bad_endpoint_url",
     otlp_endpoint_that_is_not_plain_http_is_reported_at_the_value => "bad_otlp_endpoint",
+    openapi_server_that_is_no_url_or_path_is_reported_at_the_value => "bad_openapi_server",
     zero_connections_is_reported_at_the_value => "zero_connections",
     route_without_auth_policy_is_an_error => "missing_auth_policy",
     unknown_auth_provider_is_reported => "unknown_auth_provider",

@@ -24,6 +24,19 @@ const RULES: &[(&str, &[&str])] = &[
     ("cache", &["config", "route", "transcode", "headers"]),
     ("response_cache", &["headers"]),
     (
+        "openapi",
+        &[
+            "config",
+            "plan",
+            "route",
+            "auth",
+            "transcode",
+            "cache",
+            "stream",
+            "headers",
+        ],
+    ),
+    (
         "plan",
         &[
             "route",
@@ -54,6 +67,7 @@ const RULES: &[(&str, &[&str])] = &[
             "server",
             "edge",
             "trace",
+            "openapi",
             "headers",
         ],
     ),
@@ -94,6 +108,7 @@ const RULES: &[(&str, &[&str])] = &[
             "error",
             "metrics",
             "trace",
+            "openapi",
             "headers",
         ],
     ),

@@ -23,7 +23,7 @@ pub fn etag(body: &[u8]) -> HeaderValue {
 /// RFC 9110 §13.1.2: `*` or a list of entity tags, compared weakly. A tag
 /// with a content-coding suffix (`"abc-gzip"`, added after compression)
 /// matches its identity tag.
-pub(super) fn if_none_match(header: &HeaderValue, tag: &HeaderValue) -> bool {
+pub fn if_none_match(header: &HeaderValue, tag: &HeaderValue) -> bool {
     let Ok(text) = header.to_str() else {
         return false;
     };

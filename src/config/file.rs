@@ -68,6 +68,9 @@ pub struct RoutesFile {
     /// What every rate limit shares (Redis, memory bounds).
     #[serde(default)]
     pub rate_limits: RateLimitsSection,
+    /// The OpenAPI document and the `/docs` page.
+    #[serde(default)]
+    pub openapi: super::openapi::OpenApiSection,
 }
 
 /// `[tracing]`: each request's span exported over OTLP/gRPC; off without

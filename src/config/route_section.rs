@@ -59,6 +59,9 @@ pub struct RouteSection {
     pub sse: Option<Spanned<SseSection>>,
     /// Rate limits on every method of the route (all must pass).
     pub rate_limits: Option<Spanned<Vec<LimitSection>>>,
+    /// `false` leaves the route's methods out of the OpenAPI document (they
+    /// are still served).
+    pub openapi: Option<bool>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -106,6 +109,9 @@ pub struct MethodSection {
     pub sse: Option<Spanned<SseSection>>,
     /// Rate limits of this method, replacing the route's (`[]`: none).
     pub rate_limits: Option<Spanned<Vec<LimitSection>>>,
+    /// `false` leaves this method out of the OpenAPI document (it is still
+    /// served); `true` documents it even if its route says `false`.
+    pub openapi: Option<bool>,
 }
 
 /// `sse = { ... }`: how a server stream is written as Server-Sent Events.

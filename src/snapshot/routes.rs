@@ -396,6 +396,9 @@ impl RouteCompiler<'_> {
                 &binding.http_method,
                 &binding.template.to_string(),
             ),
+            documented: (section.and_then(|m| m.openapi))
+                .or(entry.section.openapi)
+                .unwrap_or(true),
         };
         let id = self.plans.push(plan);
         if let Err(conflict) = self
@@ -434,6 +437,8 @@ fn json_mapping(layers: &[&JsonOptions]) -> JsonMapping {
             .skip_default_fields(!pick(|o| o.emit_unpopulated))
             .use_enum_numbers(pick(|o| o.enums_as_numbers))
             .stringify_64_bit_integers(true),
+        proto_names: pick(|o| o.use_proto_names),
+        enums_as_numbers: pick(|o| o.enums_as_numbers),
         deny_unknown_fields: !pick(|o| o.ignore_unknown_fields),
         deny_unknown_query: !pick(|o| o.ignore_unknown_query_parameters),
     }

@@ -74,6 +74,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
         access_log: server.access_log,
         trust_traceparent: server.trust_traceparent,
         otlp: otlp(&file.tracing, errors),
+        openapi: crate::openapi::Settings::compile(&file.openapi, errors),
     }
 }
 

@@ -39,6 +39,11 @@ pub enum BodyRule {
 pub struct JsonMapping {
     /// How responses are written.
     pub serialize: SerializeOptions,
+    /// Responses name fields as in the .proto (`page_count`), not
+    /// lowerCamelCase (also in `serialize`, which cannot be read back).
+    pub proto_names: bool,
+    /// Responses write enums as numbers (also in `serialize`).
+    pub enums_as_numbers: bool,
     /// Answer 400 to unknown fields in a JSON body.
     pub deny_unknown_fields: bool,
     /// Answer 400 to unknown query parameters.
