@@ -8,6 +8,7 @@ pub mod auth;
 pub mod diagnostic;
 pub mod edge;
 pub mod file;
+pub mod idempotency;
 mod route_section;
 mod schema;
 pub mod upstream;

@@ -26,6 +26,7 @@ pub use grpc_http::http_status_for;
 
 use crate::auth::AuthError;
 use crate::headers::CONTENT_TYPE_JSON;
+use crate::idempotency::IdempotencyError;
 use crate::limits::LimitError;
 use crate::response_cache::FetchFailure;
 use crate::route::RouteError;
@@ -58,6 +59,10 @@ pub enum GatewayError {
     /// answer could not be (the upstream's, or a gateway bug).
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// An `Idempotency-Key` is missing, malformed, reused for another
+    /// request, or its first request is still in flight.
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
     /// A streaming request was refused, or its stream failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -118,6 +123,7 @@ impl GatewayError {
             GatewayError::Auth(e) => classify::auth(e),
             GatewayError::Transcode(e) => classify::transcode(e),
             GatewayError::Stream(e) => classify::stream(e),
+            GatewayError::Idempotency(e) => classify::idempotency(e),
             GatewayError::Transport(e) => classify::transport(e),
             GatewayError::DeadlineExceeded { .. } => Class {
                 status: StatusCode::GATEWAY_TIMEOUT,

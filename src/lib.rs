@@ -32,6 +32,7 @@ pub mod descriptors;
 pub mod edge;
 pub mod error;
 pub mod headers;
+pub mod idempotency;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

@@ -145,7 +145,27 @@ fn connection_options(headers: &HeaderMap) -> Vec<String> {
 /// trusted only for the configured number of proxy hops in front of the
 /// gateway; with zero hops it is ignored and only the TCP peer is sent.
 fn forwarded_for(headers: &HeaderMap, peer: Option<IpAddr>, trusted_hops: usize) -> Option<String> {
-    let peer = peer?;
+    let chain = trusted_chain(headers, peer?, trusted_hops);
+    Some(
+        chain
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The client's address as far as trusted proxies vouch for it: the
+/// leftmost trusted `X-Forwarded-For` entry, else the TCP peer.
+pub fn client_ip(parts: &Parts, forwarding: &Forwarding) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip())?;
+    trusted_chain(&parts.headers, peer, forwarding.trusted_proxy_hops)
+        .first()
+        .copied()
+}
+
+/// The trusted `X-Forwarded-For` entries, then the TCP peer.
+fn trusted_chain(headers: &HeaderMap, peer: IpAddr, trusted_hops: usize) -> Vec<IpAddr> {
     // Every entry in order; a value that is not text counts as one entry
     // that cannot be parsed.
     let entries: Vec<Option<&str>> = headers
@@ -168,13 +188,7 @@ fn forwarded_for(headers: &HeaderMap, peer: Option<IpAddr>, trusted_hops: usize)
         .collect();
     chain.reverse();
     chain.push(peer);
-    Some(
-        chain
-            .iter()
-            .map(IpAddr::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
+    chain
 }
 
 /// An `X-Forwarded-For` entry: an IP address, with or without a port.

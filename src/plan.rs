@@ -9,7 +9,7 @@ use http::Method;
 
 use crate::route::BindingId;
 use crate::route::template::PathTemplate;
-use crate::{auth, cache, stream, transcode, upstream};
+use crate::{auth, cache, idempotency, stream, transcode, upstream};
 
 /// One exposed HTTP binding of one gRPC method, compiled.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct MethodPlan {
     pub upstream: upstream::Target,
     /// How a streaming method streams; `None` for a unary one.
     pub stream: Option<stream::Policy>,
+    /// `Idempotency-Key` handling of a POST or PATCH binding that opted in.
+    pub idempotency: Option<idempotency::Policy>,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::auth::AuthSection;
 use super::edge::{AdminSection, CompressionSection, CorsSection, ResponseCacheSection};
+use super::idempotency::IdempotencySection;
 use super::upstream::defaults as upstream_defaults;
 use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
 
@@ -59,6 +60,9 @@ pub struct RoutesFile {
     /// Exporting request spans over OTLP.
     #[serde(default)]
     pub tracing: TracingSection,
+    /// Where `Idempotency-Key` answers are stored.
+    #[serde(default)]
+    pub idempotency: IdempotencySection,
 }
 
 /// `[tracing]`: each request's span exported over OTLP/gRPC; off without

@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::auth::{AuthSetting, RouteAuth};
 use super::edge::CacheSection;
 use super::file::{JsonOptions, optional_duration};
+use super::idempotency::IdempotencyRule;
 use super::upstream::RetrySection;
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -56,6 +57,8 @@ pub struct RouteSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// `Idempotency-Key` on the POST and PATCH bindings.
+    pub idempotency: Option<Spanned<IdempotencyRule>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -101,6 +104,13 @@ pub struct MethodSection {
     pub stream_keepalive: Option<Duration>,
     /// Server-Sent Events: the `id`/`event` fields and the `retry` hint.
     pub sse: Option<Spanned<SseSection>>,
+    /// `Idempotency-Key` on the POST and PATCH bindings.
+    pub idempotency: Option<Spanned<IdempotencyRule>>,
+    /// The status of a successful answer: 200 (default), 201, 202 or 204.
+    pub success_status: Option<Spanned<u16>>,
+    /// With 201: the `Location` template over the response message, e.g.
+    /// `/v1/{name}` (RFC 6570 `{field.path}` or `{+field.path}`).
+    pub location: Option<Spanned<String>>,
 }
 
 /// `sse = { ... }`: how a server stream is written as Server-Sent Events.

@@ -6,6 +6,7 @@ use http::StatusCode;
 use tonic::Code;
 
 use crate::auth::AuthError;
+use crate::idempotency::IdempotencyError;
 use crate::limits::LimitError;
 use crate::route::RouteError;
 use crate::stream::StreamError;
@@ -208,6 +209,28 @@ pub(super) fn stream(error: &StreamError) -> Class {
             StatusCode::GATEWAY_TIMEOUT,
             Code::DeadlineExceeded,
             "STREAM_IDLE_TIMEOUT",
+        ),
+    }
+}
+
+/// The draft's statuses: 400 for a missing or malformed key, 422 for a key
+/// reused with another request, 409 while the first is in flight.
+pub(super) fn idempotency(error: &IdempotencyError) -> Class {
+    match error {
+        IdempotencyError::MissingKey => class(BAD_REQUEST, INVALID, "IDEMPOTENCY_KEY_MISSING"),
+        IdempotencyError::MalformedKey(_) => {
+            class(BAD_REQUEST, INVALID, "IDEMPOTENCY_KEY_MALFORMED")
+        }
+        IdempotencyError::KeyReused => class(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID,
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        // ABORTED: a concurrency conflict the client resolves by retrying later.
+        IdempotencyError::InFlight => class(
+            StatusCode::CONFLICT,
+            Code::Aborted,
+            "IDEMPOTENCY_KEY_IN_FLIGHT",
         ),
     }
 }

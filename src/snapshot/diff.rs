@@ -134,7 +134,7 @@ fn bindings(plans: &Plans) -> BTreeMap<String, &MethodPlan> {
 pub(super) fn fingerprint(plan: &MethodPlan) -> String {
     let auth = &plan.auth;
     format!(
-        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?} {:?}",
+        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?} {:?} {:?}",
         plan.http_method,
         plan.template,
         auth.description,
@@ -148,6 +148,7 @@ pub(super) fn fingerprint(plan: &MethodPlan) -> String {
         plan.upstream.timeout,
         plan.upstream.retry,
         plan.stream,
+        plan.idempotency,
     )
 }
 
