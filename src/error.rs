@@ -39,6 +39,7 @@ use classify::Class;
 /// The `domain` of every ErrorInfo the gateway writes.
 pub const ERROR_DOMAIN: &str = "protogate";
 const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// Every way a call can fail, by the stage that failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +177,45 @@ impl GatewayError {
                 "the upstream service sent an invalid response",
                 reason,
             ),
-            other => status_json(other.code(), &other.to_string(), reason),
+            other => {
+                let mut body = status_json(other.code(), &other.to_string(), reason);
+                if let (Some(violation), Some(details)) =
+                    (other.field_violation(), body["details"].as_array_mut())
+                {
+                    details.push(violation);
+                }
+                body
+            }
         }
+    }
+
+    /// A `google.rpc.BadRequest` detail naming the field a 400 is about
+    /// (as the client named it: JSON names, dotted), so a client can show
+    /// the error next to its input.
+    fn field_violation(&self) -> Option<Value> {
+        let error = match self {
+            GatewayError::Transcode(e) => e,
+            GatewayError::Stream(StreamError::BadMessage { source, .. }) => source,
+            _ => return None,
+        };
+        let field = match error {
+            TranscodeError::InvalidField { field, .. }
+            | TranscodeError::UnknownField { field, .. } => field.clone(),
+            TranscodeError::DuplicateKey { key, at } => match at.trim_matches('\'') {
+                "the top level" => key.clone(),
+                parent => format!("{parent}.{key}"),
+            },
+            TranscodeError::PartTooLarge { part, .. } => part.clone(),
+            _ => return None,
+        };
+        let description = match error {
+            TranscodeError::InvalidField { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        Some(json!({
+            "@type": BAD_REQUEST_TYPE,
+            "fieldViolations": [{"field": field, "description": description}],
+        }))
     }
 }
 

@@ -74,7 +74,8 @@ pub(super) fn idempotency(
             return None;
         }
         if !http_methods.iter().any(takes_keys) {
-            let bound: Vec<&str> = http_methods.iter().map(Method::as_str).collect();
+            let mut bound: Vec<&str> = http_methods.iter().map(Method::as_str).collect();
+            bound.dedup();
             errors.push(
                 ConfigError::at(
                     rule.span(),
