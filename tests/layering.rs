@@ -97,7 +97,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("trace", &["headers"]),
     (
         "metrics",
-        &["auth", "response_cache", "snapshot", "upstream"],
+        &[
+            "auth",
+            "response_cache",
+            "snapshot",
+            "upstream",
+            "idempotency",
+        ],
     ),
     (
         "admin",

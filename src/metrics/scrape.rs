@@ -340,9 +340,9 @@ fn encode_providers(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> std
 
 /// The `Idempotency-Key` store: keys held here, and what retries met.
 fn encode_idempotency(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> std::fmt::Result {
-    let Some(store) = &snapshot.idempotency else {
-        return Ok(());
-    };
+    // Exported (as zeros) without a store too, so dashboards need no special case.
+    let idle = crate::idempotency::Counters::default();
+    let store = snapshot.idempotency.as_ref();
     let none: [(&str, String); 0] = [];
     encode_family(
         encoder,
@@ -351,9 +351,9 @@ fn encode_idempotency(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> s
             "Idempotency keys the memory store holds (completed and in flight)",
             MetricType::Gauge,
         ),
-        [(none, store.memory_entries() as u64)],
+        [(none, store.map_or(0, |s| s.memory_entries() as u64))],
     )?;
-    let counters = store.counters();
+    let counters = store.map_or(&idle, |s| s.counters());
     let outcome = |name: &str, counter: &std::sync::atomic::AtomicU64| {
         (
             [("outcome", name.to_string())],
