@@ -10,6 +10,7 @@ pub mod edge;
 pub mod file;
 pub mod rate_limit;
 pub mod openapi;
+pub mod idempotency;
 mod route_section;
 mod schema;
 pub mod upstream;

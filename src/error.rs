@@ -28,6 +28,7 @@ pub use grpc_http::http_status_for;
 use crate::auth::AuthError;
 use crate::grpc_web::GrpcWebError;
 use crate::headers::CONTENT_TYPE_JSON;
+use crate::idempotency::IdempotencyError;
 use crate::limits::LimitError;
 use crate::ratelimit::RateLimitError;
 use crate::response_cache::FetchFailure;
@@ -41,6 +42,7 @@ use classify::Class;
 /// The `domain` of every ErrorInfo the gateway writes.
 pub const ERROR_DOMAIN: &str = "protogate";
 const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
 
 /// Every way a call can fail, by the stage that failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,10 @@ pub enum GatewayError {
     /// answer could not be (the upstream's, or a gateway bug).
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// An `Idempotency-Key` is missing, malformed, reused for another
+    /// request, or its first request is still in flight.
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
     /// A streaming request was refused, or its stream failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -133,6 +139,7 @@ impl GatewayError {
             GatewayError::Transcode(e) => classify::transcode(e),
             GatewayError::Stream(e) => classify::stream(e),
             GatewayError::GrpcWeb(e) => classify::grpc_web(e),
+            GatewayError::Idempotency(e) => classify::idempotency(e),
             GatewayError::Transport(e) => classify::transport(e),
             GatewayError::DeadlineExceeded { .. } => Class {
                 status: StatusCode::GATEWAY_TIMEOUT,
@@ -186,8 +193,45 @@ impl GatewayError {
                 "the upstream service sent an invalid response",
                 reason,
             ),
-            other => status_json(other.code(), &other.to_string(), reason),
+            other => {
+                let mut body = status_json(other.code(), &other.to_string(), reason);
+                if let (Some(violation), Some(details)) =
+                    (other.field_violation(), body["details"].as_array_mut())
+                {
+                    details.push(violation);
+                }
+                body
+            }
         }
+    }
+
+    /// A `google.rpc.BadRequest` detail naming the field a 400 is about
+    /// (as the client named it: JSON names, dotted), so a client can show
+    /// the error next to its input.
+    fn field_violation(&self) -> Option<Value> {
+        let error = match self {
+            GatewayError::Transcode(e) => e,
+            GatewayError::Stream(StreamError::BadMessage { source, .. }) => source,
+            _ => return None,
+        };
+        let field = match error {
+            TranscodeError::InvalidField { field, .. }
+            | TranscodeError::UnknownField { field, .. } => field.clone(),
+            TranscodeError::DuplicateKey { key, at } => match at.trim_matches('\'') {
+                "the top level" => key.clone(),
+                parent => format!("{parent}.{key}"),
+            },
+            TranscodeError::PartTooLarge { part, .. } => part.clone(),
+            _ => return None,
+        };
+        let description = match error {
+            TranscodeError::InvalidField { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        Some(json!({
+            "@type": BAD_REQUEST_TYPE,
+            "fieldViolations": [{"field": field, "description": description}],
+        }))
     }
 }
 

@@ -47,6 +47,10 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Where time went, for browser devtools (W3C Server Timing).
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+/// A client's key for a write it may retry (IETF httpapi idempotency-key draft).
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// `true` on an answer replayed from the idempotency store.
+pub const IDEMPOTENCY_REPLAYED: HeaderName = HeaderName::from_static("idempotency-replayed");
 
 /// `application/grpc`, the only content type sent upstream.
 pub const CONTENT_TYPE_GRPC: HeaderValue = HeaderValue::from_static("application/grpc");

@@ -34,6 +34,7 @@ pub mod edge;
 pub mod error;
 pub mod grpc_web;
 pub mod headers;
+pub mod idempotency;
 pub mod limits;
 pub mod metadata;
 pub mod metrics;

@@ -34,6 +34,7 @@ use crate::upstream::{Deadline, deadline};
 
 mod answer;
 mod grpc_web;
+mod idempotent;
 mod observe;
 mod published;
 mod streaming;
@@ -374,6 +375,21 @@ async fn serve(
             other => other.into(),
         })?;
     observed.request_bytes = body.len() as u64;
+    // After auth (the key space is the caller's), before the call.
+    let ticket = match idempotent::begin(
+        snapshot,
+        plan,
+        &parts,
+        path.as_str(),
+        &identity,
+        &body,
+        deadline,
+    )
+    .await?
+    {
+        idempotent::Keyed::Replayed(answer) => return Ok(answer),
+        idempotent::Keyed::Call(ticket) => ticket,
+    };
     // A credential forwarded upstream makes the answer the caller's own,
     // even on a public route: never shared, never stored for others.
     let personal = identity.is_authenticated()
@@ -394,9 +410,17 @@ async fn serve(
     };
     let (answer, cache_status, age) = match cache {
         None => {
-            let answer = call_upstream().await?;
-            invalidate_after_write(snapshot, plan, &parts.method, path.as_str(), &found);
-            (answer, None, None)
+            let answer = call_upstream().await;
+            if answer.is_ok() {
+                invalidate_after_write(snapshot, plan, &parts.method, path.as_str(), &found);
+            }
+            if let Some(ticket) = ticket {
+                let response = answer.and_then(|answer| {
+                    respond(plan, &parts, &found.captures, personal, answer, None, None)
+                });
+                return idempotent::finish(ticket, response).await;
+            }
+            (answer?, None, None)
         }
         Some(cache) => {
             let key = response_cache::key(

@@ -10,7 +10,7 @@ use http::Method;
 
 use crate::route::BindingId;
 use crate::route::template::PathTemplate;
-use crate::{auth, cache, ratelimit, stream, transcode, upstream};
+use crate::{auth, cache, idempotency, ratelimit, stream, transcode, upstream};
 
 /// One exposed HTTP binding of one gRPC method, compiled.
 #[derive(Debug)]
@@ -35,6 +35,8 @@ pub struct MethodPlan {
     /// Whether the OpenAPI document lists this binding (`openapi = false`
     /// hides it; it is served all the same).
     pub documented: bool,
+    /// `Idempotency-Key` handling of a POST or PATCH binding that opted in.
+    pub idempotency: Option<idempotency::Policy>,
 }
 
 /// Every binding's plan, indexed by [`BindingId`].

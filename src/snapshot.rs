@@ -6,6 +6,7 @@
 //! each collecting its mistakes with their places in routes.toml, so
 //! `protogate check` reports them all at once, in file order.
 
+mod answers;
 mod bindings;
 pub mod diff;
 mod protos;
@@ -24,6 +25,7 @@ use prost_reflect::DescriptorPool;
 
 use crate::config::{ConfigError, Loaded};
 use crate::edge::EdgePolicy;
+use crate::idempotency::{Store, StoreSettings};
 use crate::limits::Limits;
 use crate::metadata::Forwarding;
 use crate::plan::Plans;
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub response_cache: Option<Arc<ResponseCache>>,
     /// Its OpenAPI document, rendered when first asked for.
     pub openapi: crate::openapi::Published,
+    /// The `Idempotency-Key` store, if any binding takes keys.
+    pub idempotency: Option<Store>,
 }
 
 /// The gateway-wide settings, compiled.
@@ -91,6 +95,8 @@ pub struct Compiled {
     pub warnings: Vec<String>,
     /// Byte budget of the response cache, if any route uses it.
     pub response_cache_bytes: Option<u64>,
+    /// The `Idempotency-Key` store's settings, if any binding takes keys.
+    pub idempotency: Option<StoreSettings>,
 }
 
 // === impl Compiled ===
@@ -132,7 +138,15 @@ impl Compiled {
         let kept_cache = previous
             .and_then(|p| p.response_cache.clone())
             .filter(|cache| Some(cache.max_bytes()) == self.response_cache_bytes);
+        // Stored answers outlive a reload unless the store itself changed.
+        let idempotency = self.idempotency.map(|settings| {
+            previous
+                .and_then(|p| p.idempotency.clone())
+                .filter(|store| store.settings() == &settings)
+                .unwrap_or_else(|| Store::new(settings))
+        });
         Snapshot {
+            idempotency,
             routes: self.routes,
             plans: self.plans,
             upstreams,
@@ -249,6 +263,7 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
             );
         }
     }
+    let idempotency_settings = answers::store_settings(file, &mut errors);
     let routes = routes::compile(
         loaded,
         &pool,
@@ -271,8 +286,10 @@ fn compile_with(loaded: &Loaded, fetch_keys: bool) -> Result<Compiled, Vec<Confi
         warnings.extend(crate::openapi::shadowed_paths(&routes.table));
     }
     let uses_gateway_cache = routes.plans.iter().any(|plan| plan.cache.gateway);
+    let takes_keys = routes.plans.iter().any(|plan| plan.idempotency.is_some());
     Ok(Compiled {
         response_cache_bytes: uses_gateway_cache.then_some(file.response_cache.max_bytes),
+        idempotency: takes_keys.then_some(idempotency_settings),
         routes: routes.table,
         plans: routes.plans,
         upstreams: upstreams.configs,

@@ -15,6 +15,7 @@ pub mod request;
 pub mod response;
 pub mod stable_json;
 pub mod status;
+pub mod success;
 pub mod text;
 
 pub use error::TranscodeError;
@@ -24,6 +25,7 @@ pub use plan::{BodyRule, JsonMapping, Plan};
 pub use request::request;
 pub use response::{HttpReply, response};
 pub use status::{UpstreamStatus, upstream_status};
+pub use success::{LocationTemplate, Success};
 
 /// Full name of google.api.HttpBody, which passes raw bytes both ways.
 pub const HTTP_BODY: &str = "google.api.HttpBody";

@@ -1227,7 +1227,9 @@ async fn protogate_token_mints_a_token_the_demo_accepts_for_create_book_and_with
         }
         request.send()
     };
-    let book = assert_ok(create(Some(writer)).await.expect("send")).await;
+    let created = create(Some(writer)).await.expect("send");
+    assert_eq!(created.status(), 201, "the shipped CreateBook answers 201");
+    let book: Value = created.json().await.expect("JSON");
     assert_eq!(book["title"], "Dune");
     let challenge = assert_forbidden(create(Some(reader)).await.expect("send")).await;
     assert_eq!(challenge["scope"], "bookstore.write");

@@ -85,6 +85,8 @@ macro_rules! fixtures {
 }
 
 fixtures! {
+    idempotency_outside_unary_post_and_patch_is_reported_at_the_rule => "bad_idempotency",
+    success_statuses_and_location_templates_are_checked_against_methods_and_responses => "bad_success_answers",
     unknown_service_is_reported_with_a_did_you_mean_hint => "unknown_service",
     override_of_an_unknown_method_is_reported_with_a_did_you_mean_hint => "unknown_method",
     unknown_upstream_is_reported_with_a_did_you_mean_hint => "unknown_upstream",

@@ -23,6 +23,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("ratelimit", &["auth", "config", "headers"]),
     ("cache", &["config", "route", "transcode", "headers"]),
     ("response_cache", &["headers"]),
+    ("idempotency", &["headers"]),
     (
         "openapi",
         &[
@@ -46,6 +47,7 @@ const RULES: &[(&str, &[&str])] = &[
             "stream",
             "upstream",
             "ratelimit",
+            "idempotency",
         ],
     ),
     (
@@ -64,6 +66,7 @@ const RULES: &[(&str, &[&str])] = &[
             "metadata",
             "ratelimit",
             "response_cache",
+            "idempotency",
             "server",
             "edge",
             "trace",
@@ -83,6 +86,7 @@ const RULES: &[(&str, &[&str])] = &[
             "response_cache",
             "grpc_web",
             "ratelimit",
+            "idempotency",
             "headers",
         ],
     ),
@@ -104,6 +108,7 @@ const RULES: &[(&str, &[&str])] = &[
             "ratelimit",
             "cache",
             "response_cache",
+            "idempotency",
             "edge",
             "error",
             "metrics",
@@ -115,7 +120,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("trace", &["headers"]),
     (
         "metrics",
-        &["auth", "response_cache", "snapshot", "upstream"],
+        &[
+            "auth",
+            "response_cache",
+            "snapshot",
+            "upstream",
+            "idempotency",
+        ],
     ),
     (
         "admin",

@@ -15,6 +15,7 @@ use super::edge::{
     AdminSection, CompressionSection, CorsSection, GrpcWebSection, ResponseCacheSection,
 };
 use super::rate_limit::RateLimitsSection;
+use super::idempotency::IdempotencySection;
 use super::upstream::defaults as upstream_defaults;
 use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
 
@@ -71,6 +72,9 @@ pub struct RoutesFile {
     /// The OpenAPI document and the `/docs` page.
     #[serde(default)]
     pub openapi: super::openapi::OpenApiSection,
+    /// Where `Idempotency-Key` answers are stored.
+    #[serde(default)]
+    pub idempotency: IdempotencySection,
 }
 
 /// `[tracing]`: each request's span exported over OTLP/gRPC; off without

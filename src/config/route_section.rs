@@ -11,6 +11,7 @@ use super::auth::{AuthSetting, RouteAuth};
 use super::edge::CacheSection;
 use super::file::{JsonOptions, optional_duration};
 use super::rate_limit::LimitSection;
+use super::idempotency::IdempotencyRule;
 use super::upstream::RetrySection;
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
@@ -62,6 +63,8 @@ pub struct RouteSection {
     /// `false` leaves the route's methods out of the OpenAPI document (they
     /// are still served).
     pub openapi: Option<bool>,
+    /// `Idempotency-Key` on the POST and PATCH bindings.
+    pub idempotency: Option<Spanned<IdempotencyRule>>,
 }
 
 /// `[routes.methods.NAME]`: overrides for one method.
@@ -112,6 +115,13 @@ pub struct MethodSection {
     /// `false` leaves this method out of the OpenAPI document (it is still
     /// served); `true` documents it even if its route says `false`.
     pub openapi: Option<bool>,
+    /// `Idempotency-Key` on the POST and PATCH bindings.
+    pub idempotency: Option<Spanned<IdempotencyRule>>,
+    /// The status of a successful answer: 200 (default), 201, 202 or 204.
+    pub success_status: Option<Spanned<u16>>,
+    /// With 201: the `Location` template over the response message, e.g.
+    /// `/v1/{name}` (RFC 6570 `{field.path}` or `{+field.path}`).
+    pub location: Option<Spanned<String>>,
 }
 
 /// `sse = { ... }`: how a server stream is written as Server-Sent Events.

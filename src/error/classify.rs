@@ -7,6 +7,7 @@ use tonic::Code;
 
 use crate::auth::AuthError;
 use crate::grpc_web::GrpcWebError;
+use crate::idempotency::IdempotencyError;
 use crate::limits::LimitError;
 use crate::route::RouteError;
 use crate::stream::StreamError;
@@ -234,5 +235,27 @@ pub(super) fn grpc_web(error: &GrpcWebError) -> Class {
         GrpcWebError::InvalidBase64(_) => class(BAD_REQUEST, code, "INVALID_BASE64"),
         GrpcWebError::MalformedFrame(_) => class(BAD_REQUEST, code, "MALFORMED_FRAME"),
         GrpcWebError::MessageCount { .. } => class(BAD_REQUEST, code, "WRONG_MESSAGE_COUNT"),
+    }
+}
+
+/// The draft's statuses: 400 for a missing or malformed key, 422 for a key
+/// reused with another request, 409 while the first is in flight.
+pub(super) fn idempotency(error: &IdempotencyError) -> Class {
+    match error {
+        IdempotencyError::MissingKey => class(BAD_REQUEST, INVALID, "IDEMPOTENCY_KEY_MISSING"),
+        IdempotencyError::MalformedKey(_) => {
+            class(BAD_REQUEST, INVALID, "IDEMPOTENCY_KEY_MALFORMED")
+        }
+        IdempotencyError::KeyReused => class(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            INVALID,
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        // ABORTED: a concurrency conflict the client resolves by retrying later.
+        IdempotencyError::InFlight => class(
+            StatusCode::CONFLICT,
+            Code::Aborted,
+            "IDEMPOTENCY_KEY_IN_FLIGHT",
+        ),
     }
 }

@@ -286,6 +286,7 @@ impl Collector for Live {
         let snapshot = self.snapshot.load_full();
         self.encode_upstreams(&mut encoder, &snapshot.upstreams)?;
         self.encode_cache(&mut encoder, &snapshot)?;
+        encode_idempotency(&mut encoder, &snapshot)?;
         encode_providers(&mut encoder, &snapshot)?;
         self.encode_process(&mut encoder)
     }
@@ -335,6 +336,45 @@ fn encode_providers(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> std
         encode_family(encoder, descriptor, values)?;
     }
     Ok(())
+}
+
+/// The `Idempotency-Key` store: keys held here, and what retries met.
+fn encode_idempotency(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> std::fmt::Result {
+    // Exported (as zeros) without a store too, so dashboards need no special case.
+    let idle = crate::idempotency::Counters::default();
+    let store = snapshot.idempotency.as_ref();
+    let none: [(&str, String); 0] = [];
+    encode_family(
+        encoder,
+        (
+            "idempotency_keys",
+            "Idempotency keys the memory store holds (completed and in flight)",
+            MetricType::Gauge,
+        ),
+        [(none, store.map_or(0, |s| s.memory_entries() as u64))],
+    )?;
+    let counters = store.map_or(&idle, |s| s.counters());
+    let outcome = |name: &str, counter: &std::sync::atomic::AtomicU64| {
+        (
+            [("outcome", name.to_string())],
+            counter.load(Ordering::Relaxed),
+        )
+    };
+    encode_family(
+        encoder,
+        (
+            "idempotency_outcomes",
+            "Keyed writes that did not run: replayed answers, 409 in flight, 422 key reused; answers too large to store; Redis failures answered from memory",
+            MetricType::Counter,
+        ),
+        [
+            outcome("replayed", &counters.replays),
+            outcome("in_flight", &counters.in_flight),
+            outcome("key_reused", &counters.key_reused),
+            outcome("too_large", &counters.too_large),
+            outcome("redis_failure", &counters.redis_failures),
+        ],
+    )
 }
 
 /// Writes one family of constant values, each with its labels.

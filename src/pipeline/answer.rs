@@ -1,5 +1,6 @@
-//! The HTTP answer of a served request: the cache policy's headers, a 304
-//! on a matching `If-None-Match`, no body for HEAD, `Server-Timing`; and the
+//! The HTTP answer of a served request: the binding's success status (a
+//! 204 without body or Content-Type), the cache policy's headers, a 304 on
+//! a matching `If-None-Match`, no body for HEAD, `Server-Timing`; and the
 //! 204 with `Allow` for a bare OPTIONS.
 
 use super::*;
@@ -44,6 +45,14 @@ pub(super) fn respond(
         response.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(response);
     }
+    let status = plan.transcode.success.status;
+    *response.status_mut() = status;
+    if status == StatusCode::NO_CONTENT {
+        // RFC 9110 §15.3.5: no content, so nothing describes any.
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return Ok(response);
+    }
+    let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
     if parts.method != Method::HEAD {
         *response.body_mut() = Body::from(answer.body);

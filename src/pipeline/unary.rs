@@ -103,6 +103,9 @@ pub(super) async fn fetch(
         &snapshot.settings.forwarding.response,
         &mut headers,
     );
+    if let Some(location) = reply_body.location {
+        headers.insert(header::LOCATION, location);
+    }
     Ok(Answer {
         body: reply_body.body,
         content_type: reply_body.content_type,

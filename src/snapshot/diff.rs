@@ -134,7 +134,7 @@ fn bindings(plans: &Plans) -> BTreeMap<String, &MethodPlan> {
 pub(super) fn fingerprint(plan: &MethodPlan) -> String {
     let auth = &plan.auth;
     format!(
-        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?} {:?} {:?}",
+        "{:?} {:?} {} {:?} {:?} {} {:?} {:?} {} {:?} {:?} {:?} {:?} {:?} {:?} {}",
         plan.http_method,
         plan.template,
         auth.description,
@@ -149,6 +149,8 @@ pub(super) fn fingerprint(plan: &MethodPlan) -> String {
         plan.upstream.retry,
         plan.stream,
         plan.rate_limit.describe(),
+        plan.idempotency,
+        plan.documented,
     )
 }
 

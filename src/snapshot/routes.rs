@@ -11,6 +11,7 @@ use http::HeaderName;
 use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor, SerializeOptions};
 
+use super::answers;
 use super::bindings::{Binding, HttpRule, bindings};
 use super::retry::{self, MethodRetry};
 use super::streams;
@@ -25,7 +26,7 @@ use crate::route::matcher::MatcherBuilder;
 use crate::route::{BindingId, RouteTable};
 use crate::transcode::JsonMapping;
 use crate::upstream::RetryPolicy;
-use crate::{auth, cache, ratelimit, stream, transcode, upstream};
+use crate::{auth, cache, idempotency, ratelimit, stream, transcode, upstream};
 use claims::Claim;
 
 mod claims;
@@ -118,6 +119,9 @@ struct MethodPieces {
     retry: MethodRetry,
     stream: Option<stream::Policy>,
     rate_limits: Vec<Arc<ratelimit::Limit>>,
+    /// For its POST and PATCH bindings.
+    idempotency: Option<idempotency::Policy>,
+    success: transcode::Success,
 }
 
 impl RouteCompiler<'_> {
@@ -211,9 +215,21 @@ impl RouteCompiler<'_> {
         let rule_span = overrides.map_or(entry.section.service.span(), |m| m.span());
         let (method_bindings, binding_errors) = bindings(&method, &rule, rule_span.clone());
         self.errors.extend(binding_errors);
-        let Some(pieces) = self.pieces(entry, method, section, rule_span) else {
+        let Some(mut pieces) = self.pieces(entry, method, section, rule_span) else {
             return;
         };
+        let http_methods: Vec<http::Method> = method_bindings
+            .iter()
+            .map(|b| b.http_method.clone())
+            .collect();
+        pieces.idempotency = answers::idempotency(
+            entry.section,
+            section,
+            &pieces.method,
+            &http_methods,
+            self.errors,
+        );
+        pieces.success = answers::success(section, &pieces.method, &http_methods, self.errors);
         for binding in method_bindings {
             self.bind(entry, &pieces, section, binding);
         }
@@ -314,6 +330,8 @@ impl RouteCompiler<'_> {
             rule_span,
             auth,
             json,
+            idempotency: None,
+            success: transcode::Success::default(),
         })
     }
 
@@ -383,6 +401,7 @@ impl RouteCompiler<'_> {
                 response_body: binding.response_body,
                 json: pieces.json.clone(),
                 reserved_query: pieces.auth.query_parameters(),
+                success: pieces.success.clone(),
             },
             auth: pieces.auth.clone(),
             cache,
@@ -399,6 +418,8 @@ impl RouteCompiler<'_> {
             documented: (section.and_then(|m| m.openapi))
                 .or(entry.section.openapi)
                 .unwrap_or(true),
+            idempotency: (pieces.idempotency.clone())
+                .filter(|_| answers::takes_keys(&binding.http_method)),
         };
         let id = self.plans.push(plan);
         if let Err(conflict) = self

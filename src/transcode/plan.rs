@@ -21,6 +21,9 @@ pub struct Plan {
     pub json: JsonMapping,
     /// Query parameters that carry credentials, not message fields.
     pub reserved_query: Vec<String>,
+    /// The successful answer's status and `Location` (routes.toml
+    /// `success_status` and `location`).
+    pub success: super::Success,
 }
 
 /// Where a binding puts the HTTP request body.

@@ -18,6 +18,8 @@ pub struct HttpReply {
     pub body: Bytes,
     /// Its content type.
     pub content_type: HeaderValue,
+    /// The `Location` of a 201, from the binding's template.
+    pub location: Option<HeaderValue>,
 }
 
 /// Decodes `message` (the output type of the plan's method) and renders it.
@@ -28,19 +30,26 @@ pub fn response(plan: &Plan, message: Bytes) -> Result<HttpReply, TranscodeError
             reason: e.to_string(),
         }
     })?;
+    let location = (plan.success.location.as_ref()).and_then(|template| template.render(&decoded));
+    let mut reply = render(plan, &decoded)?;
+    reply.location = location;
+    Ok(reply)
+}
+
+fn render(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, TranscodeError> {
     let Some(path) = &plan.response_body else {
-        return render_message(plan, &decoded);
+        return render_message(plan, decoded);
     };
     let leaf = path.leaf();
     match (leaf.kind(), leaf.is_list() || leaf.is_map()) {
         (Kind::Message(descriptor), false) => {
-            let value = path.get(&decoded);
+            let value = path.get(decoded);
             match value.as_deref() {
                 Some(Value::Message(inner)) => render_message(plan, inner),
                 _ => render_message(plan, &DynamicMessage::new(descriptor)),
             }
         }
-        _ => render_field(plan, &decoded),
+        _ => render_field(plan, decoded),
     }
 }
 
@@ -57,6 +66,7 @@ fn render_message(plan: &Plan, message: &DynamicMessage) -> Result<HttpReply, Tr
     Ok(HttpReply {
         body: body.into(),
         content_type: CONTENT_TYPE_JSON,
+        location: None,
     })
 }
 
@@ -84,6 +94,7 @@ fn render_field(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, Tran
     Ok(HttpReply {
         body: body.into(),
         content_type: CONTENT_TYPE_JSON,
+        location: None,
     })
 }
 
@@ -98,5 +109,9 @@ fn http_body(message: &DynamicMessage) -> HttpReply {
         Some(Value::Bytes(data)) => data.clone(),
         _ => Bytes::new(),
     };
-    HttpReply { body, content_type }
+    HttpReply {
+        body,
+        content_type,
+        location: None,
+    }
 }

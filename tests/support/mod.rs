@@ -309,6 +309,13 @@ pub enum Reply {
     },
     /// Wait, then reply.
     Delay(Duration, Box<Reply>),
+    /// Tell `arrived` the call is here, wait for a permit of `release`
+    /// (the test's go), then reply.
+    Hold {
+        arrived: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Semaphore>,
+        reply: Box<Reply>,
+    },
     /// An HTTP status other than 200.
     Http(u16),
     /// A raw body with the given (bad) frame bytes and an OK status.
@@ -483,6 +490,15 @@ async fn handle_scripted(
                 plan = *next;
             }
             Reply::WithMetadata { reply, .. } => plan = *reply,
+            Reply::Hold {
+                arrived,
+                release,
+                reply,
+            } => {
+                arrived.notify_one();
+                release.acquire().await.expect("open semaphore").forget();
+                plan = *reply;
+            }
             Reply::Echo => return ok(frame(&raw)),
             Reply::LargeTrailer { name, bytes } => {
                 let mut trailers = HeaderMap::new();

@@ -51,6 +51,7 @@ fn plan(service: &str, method: &str, body: &str, variables: &[&str], deny: bool)
             deny_unknown_query: deny,
         },
         reserved_query: Vec::new(),
+        success: Default::default(),
     }
 }
 
