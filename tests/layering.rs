@@ -34,6 +34,8 @@ const RULES: &[(&str, &[&str])] = &[
             "transcode",
             "cache",
             "stream",
+            "ratelimit",
+            "idempotency",
             "headers",
         ],
     ),

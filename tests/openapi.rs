@@ -439,3 +439,58 @@ async fn bindings_bodies_streams_and_auth_follow_the_routes() {
         "{state}"
     );
 }
+
+/// The demo's CreateBook answers 201 with Location and takes Idempotency-Key;
+/// its SearchBooks is rate limited: the document says so, as the gateway
+/// answers.
+#[tokio::test]
+async fn rest_answers_idempotency_keys_and_rate_limits_are_documented() {
+    let demo = fixtures::demo().await;
+    let doc = document(&demo.base).await;
+    let paths = &doc["paths"];
+
+    let create_book = &paths["/v1/shelves/{shelf}/books"]["post"];
+    let responses = &create_book["responses"];
+    assert!(responses["200"].is_null(), "201, not 200: {responses:#}");
+    let created = &responses["201"];
+    assert!(
+        created["headers"]["Location"]["description"]
+            .as_str()
+            .expect("a Location header")
+            .contains("/v1/{+name}")
+    );
+    assert!(created["content"]["application/json"].is_object());
+    let key = parameter(create_book, "Idempotency-Key");
+    assert_eq!(key["in"], "header");
+    assert_eq!(key["required"], false);
+    for status in ["409", "422"] {
+        assert_eq!(
+            responses[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/responses/Error/content/application~1json/schema"
+        );
+    }
+    assert!(created["headers"]["Idempotency-Replayed"].is_object());
+
+    let search = &paths["/v1/books:search"]["get"];
+    let limited = &search["responses"]["429"];
+    assert!(limited["headers"]["Retry-After"].is_object());
+    let policy = limited["headers"]["RateLimit-Policy"]["description"]
+        .as_str()
+        .expect("RateLimit-Policy");
+    assert!(
+        policy.contains("`search`: 10 requests per 1m by ip (burst 5)"),
+        "{policy}"
+    );
+    assert!(search["responses"]["200"]["headers"]["RateLimit"].is_object());
+
+    // Neither appears where the routes do not ask for it.
+    let get_book = &paths["/v1/shelves/{shelf}/books/{book}"]["get"];
+    assert!(get_book["responses"]["429"].is_null());
+    assert!(
+        get_book["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .all(|p| p["name"] != "Idempotency-Key")
+    );
+}

@@ -14,8 +14,8 @@ use super::auth::AuthSection;
 use super::edge::{
     AdminSection, CompressionSection, CorsSection, GrpcWebSection, ResponseCacheSection,
 };
-use super::rate_limit::RateLimitsSection;
 use super::idempotency::IdempotencySection;
+use super::rate_limit::RateLimitsSection;
 use super::upstream::defaults as upstream_defaults;
 use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
 

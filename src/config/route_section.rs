@@ -10,8 +10,8 @@ use toml::Spanned;
 use super::auth::{AuthSetting, RouteAuth};
 use super::edge::CacheSection;
 use super::file::{JsonOptions, optional_duration};
-use super::rate_limit::LimitSection;
 use super::idempotency::IdempotencyRule;
+use super::rate_limit::LimitSection;
 use super::upstream::RetrySection;
 
 /// One `[[routes]]` entry: a service exposed through an upstream.
