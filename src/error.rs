@@ -217,10 +217,7 @@ impl GatewayError {
         let field = match error {
             TranscodeError::InvalidField { field, .. }
             | TranscodeError::UnknownField { field, .. } => field.clone(),
-            TranscodeError::DuplicateKey { key, at } => match at.trim_matches('\'') {
-                "the top level" => key.clone(),
-                parent => format!("{parent}.{key}"),
-            },
+            TranscodeError::DuplicateKey { field, .. } => field.clone(),
             TranscodeError::PartTooLarge { part, .. } => part.clone(),
             _ => return None,
         };

@@ -22,6 +22,7 @@ use serde_json::de::SliceRead;
 
 use super::{FieldPath, TranscodeError};
 
+mod locate;
 mod strict;
 
 use strict::check;
@@ -51,7 +52,34 @@ pub fn parse(
     };
     parsed
         .and_then(|message| json.end().map(|()| message))
-        .map_err(|e| json_error(&e))
+        .map_err(|e| match e.classify() {
+            // A value the message cannot take: name its field.
+            serde_json::error::Category::Data => {
+                let at = locate::refused_field(descriptor, field, body, options);
+                field_error(&e, at)
+            }
+            _ => json_error(&e),
+        })
+}
+
+/// The client's error for a value prost-reflect refused at field path `at`.
+fn field_error(error: &serde_json::Error, at: Option<String>) -> TranscodeError {
+    match (json_error(error), at) {
+        (TranscodeError::UnknownField { field, context }, Some(at)) => {
+            // The path stops at the unknown key, or at the object holding it.
+            let field = if at == field || at.ends_with(&format!(".{field}")) {
+                at
+            } else {
+                format!("{at}.{field}")
+            };
+            TranscodeError::UnknownField { field, context }
+        }
+        (TranscodeError::MalformedJson { message, .. }, Some(at)) => TranscodeError::InvalidField {
+            field: at,
+            reason: message,
+        },
+        (other, _) => other,
+    }
 }
 
 /// Turns a serde_json error into the client's error, with the position in

@@ -45,6 +45,9 @@ pub enum TranscodeError {
         key: String,
         /// Where the object is, e.g. `'nested.child'`.
         at: String,
+        /// The repeated field's path, e.g. `nested.child.count` or
+        /// `labels["k"]` for a map entry.
+        field: String,
     },
     /// The query string cannot be decoded safely.
     #[error("invalid query string: {0}")]

@@ -56,7 +56,13 @@ pub(super) fn check(
     let mut json = serde_json::Deserializer::from_slice(body);
     let result = seed.deserialize(&mut json).and_then(|()| json.end());
     if let Some(finding) = context.finding.take() {
-        return Err(finding.into_error(variables, context.location.take()));
+        let mut location = context.location.take();
+        // Paths are relative to the request message: `book.title` for the
+        // key `title` of a `body = "book"` body.
+        if let Some(path) = field {
+            location.push(dotted(&path.to_string()));
+        }
+        return Err(finding.into_error(variables, location));
     }
     result.map_err(|e| json_error(&e))
 }
@@ -72,8 +78,8 @@ fn watch_all(variables: &[FieldPath]) -> u128 {
 /// What the first pass found; the serde error that stops it is a carrier.
 #[derive(Debug)]
 enum Finding {
-    /// A key given twice in one object.
-    Duplicate(String),
+    /// A key given twice in one object (of a map field's entries, or not).
+    Duplicate { key: String, in_map: bool },
     /// The body sets the field of path variable `.0`.
     BoundByPath(usize),
     /// A FieldMask string that is not a comma-separated list of paths.
@@ -87,7 +93,12 @@ impl Finding {
         let joined = location.concat();
         let at = joined.strip_prefix('.').unwrap_or(&joined).to_string();
         match self {
-            Finding::Duplicate(key) => TranscodeError::DuplicateKey {
+            Finding::Duplicate { key, in_map } => TranscodeError::DuplicateKey {
+                field: match (at.is_empty(), in_map) {
+                    (_, true) => format!("{at}[{key:?}]"),
+                    (true, false) => key.clone(),
+                    (false, false) => format!("{at}.{key}"),
+                },
                 key,
                 at: if at.is_empty() {
                     "the top level".into()
@@ -240,7 +251,10 @@ impl<'c, 'v> Seed<'c, 'v> {
                 None => SeenKey::Name(key.clone()),
             };
             if !seen.insert(id) {
-                return Err(self.context.found(Finding::Duplicate(key.into_owned())));
+                return Err(self.context.found(Finding::Duplicate {
+                    key: key.into_owned(),
+                    in_map: false,
+                }));
             }
             let value = match &field {
                 Some(field) => self.field(field),
@@ -270,7 +284,10 @@ impl<'c, 'v> Seed<'c, 'v> {
                 _ => SeenKey::Name(key.clone()),
             };
             if !seen.insert(id) {
-                return Err(self.context.found(Finding::Duplicate(key.into_owned())));
+                return Err(self.context.found(Finding::Duplicate {
+                    key: key.into_owned(),
+                    in_map: true,
+                }));
             }
             map.next_value_seed(self.child(value.clone()))
                 .map_err(|e| self.context.within(|| format!("[{key:?}]"), e))?;
@@ -282,7 +299,10 @@ impl<'c, 'v> Seed<'c, 'v> {
         let mut seen = Seen::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             if !seen.insert(SeenKey::Name(key.clone())) {
-                return Err(self.context.found(Finding::Duplicate(key.into_owned())));
+                return Err(self.context.found(Finding::Duplicate {
+                    key: key.into_owned(),
+                    in_map: false,
+                }));
             }
             map.next_value_seed(self.child(Expect::Any))
                 .map_err(|e| self.context.within(|| dotted(&key), e))?;
