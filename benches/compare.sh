@@ -4,6 +4,11 @@
 #
 #   benches/compare.sh                 # ROUNDS=3 DURATION=10 (the harness's defaults)
 #   ROUNDS=5 benches/compare.sh
+#   ACCESS_LOG=true benches/compare.sh # the same with protogate's access log on
+#
+# After the harness's table it prints protogate's ratios to structured-proxy
+# and to the nginx hop (CPU us/req and req/s), its p99 against direct gRPC and
+# its peak RSS, each beside the target of issue 13 (benches/compare_ratios.py).
 #
 # The harness is copied to $BENCH_DIR (default ~/gwbench) because shared/ is
 # read-only; its setup.sh installs the peers on first use (several minutes).
@@ -22,7 +27,7 @@ cat > "$BENCH_DIR/gen/protogate.toml" <<TOML
 # protogate in front of the harness's upstream (bench.v1.BookService).
 [server]
 listen = "127.0.0.1:8090"
-access_log = false
+access_log = ${ACCESS_LOG:-false}
 
 [proto]
 descriptor_set = "bench.pb"
@@ -40,6 +45,9 @@ auth = "none"
 expose = false
 TOML
 cd "$BENCH_DIR"
-GATEWAY_CMD="$ROOT/target/release/protogate serve --config $BENCH_DIR/gen/protogate.toml" \
+RUN_DIR="${RUN_DIR:-$BENCH_DIR/runs/$(date +%Y%m%d-%H%M%S)}"
+export RUN_DIR
+GATEWAY_CMD="${CARGO_TARGET_DIR:-$ROOT/target}/release/protogate serve --config $BENCH_DIR/gen/protogate.toml" \
 GATEWAY_URL=http://127.0.0.1:8090 GATEWAY_NAME=protogate \
   ./run.sh
+"$ROOT/benches/compare_ratios.py" "$RUN_DIR" protogate

@@ -26,7 +26,7 @@ done
 # BIN=path/to/protogate measures another build (e.g. an older commit's) instead.
 if [ -z "${BIN:-}" ]; then
   cargo build --release --locked --bin protogate >&2
-  BIN=target/release/protogate
+  BIN="${CARGO_TARGET_DIR:-target}/release/protogate"
 fi
 WORK="$(mktemp -d)"
 trap 'kill $GW_PID $CACHED_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
