@@ -6,6 +6,13 @@
 #
 #   benches/load.sh                  # DURATION=10 CONNS=64 by default
 #   DURATION=20 CONNS=128 benches/load.sh
+#   PERF_DIR=/tmp/prof benches/load.sh   # also a perf profile of each gateway run
+#   ACCESS_LOG=true benches/load.sh      # with the access log on
+#
+# With PERF_DIR, `perf record` (software cpu-clock event, DWARF call graphs)
+# samples the gateway during each measured run into PERF_DIR/<run>.data;
+# read one with `perf report -i FILE --no-children --stdio`. Sampling costs
+# the gateway CPU, so the figures of such a run are not comparable.
 #
 # Needs wrk and h2load (Debian: wrk, nghttp2-client); installs them if missing.
 # Everything binds 127.0.0.1 and stops by itself.
@@ -38,7 +45,7 @@ sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
 # Access logs off for the measurement: this measures the request path. The
 # admin listener is not needed. The gateway cache is off for the main run
 # (GET must reach the upstream) and on for the cache-hit run.
-sed -i -e "s|^\[server\]|[server]\naccess_log = false|" -e '/^\[admin\]/,/^listen/d' "$WORK/routes.toml"
+sed -i -e "s|^\[server\]|[server]\naccess_log = ${ACCESS_LOG:-false}|" -e '/^\[admin\]/,/^listen/d' "$WORK/routes.toml"
 sed -e "s|^listen = \"127.0.0.1:$GW_PORT\"|listen = \"127.0.0.1:$((GW_PORT + 1))\"|" "$WORK/routes.toml" > "$WORK/cached.toml"
 sed -i 's/, gateway = true//' "$WORK/routes.toml"
 
@@ -64,9 +71,16 @@ wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2
 run_wrk() { # name url [script] [pid]
   local name=$1 url=$2 script=${3:-} pid=${4:-$GW_PID}
   local before after out
+  local perf_pid=""
+  if [ -n "${PERF_DIR:-}" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
+      -o "$PERF_DIR/$(tr ' ' _ <<<"$name").data" 2>/dev/null & perf_pid=$!
+  fi
   before=$(cpu_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")
   after=$(cpu_ticks "$pid")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rps p50 p99 reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
