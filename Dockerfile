@@ -17,7 +17,7 @@ RUN mkdir -p src benches \
  && echo 'fn main() {}' > build.rs \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && for bench in hot_path pipeline auth balancing metrics stream; do echo 'fn main() {}' > "benches/$bench.rs"; done \
+ && for bench in hot_path pipeline auth balancing metrics stream rate_limit; do echo 'fn main() {}' > "benches/$bench.rs"; done \
  && cargo build --release --locked --bin protogate \
  && rm -rf build.rs src benches
 COPY build.rs ./
