@@ -367,13 +367,7 @@ async fn serve(
             }
         };
     }
-    let body = limits
-        .read_body(body, &parts.headers, deadline)
-        .await
-        .map_err(|e| match e {
-            LimitError::BodyTimeout => deadline_exceeded(deadline),
-            other => other.into(),
-        })?;
+    let body = read_body(limits, body, &parts.headers, deadline).await?;
     observed.request_bytes = body.len() as u64;
     // After auth (the key space is the caller's), before the call.
     let ticket = match idempotent::begin(
@@ -502,6 +496,23 @@ async fn count_rate_limits(
         Some(refused) => Err(refused.into()),
         None => Ok(()),
     }
+}
+
+/// The request body within its limits; running out of budget while it
+/// arrives is the call's deadline, not a limit.
+async fn read_body(
+    limits: &Limits,
+    body: Body,
+    headers: &HeaderMap,
+    deadline: Deadline,
+) -> Result<bytes::Bytes, GatewayError> {
+    limits
+        .read_body(body, headers, deadline)
+        .await
+        .map_err(|e| match e {
+            LimitError::BodyTimeout => deadline_exceeded(deadline),
+            other => other.into(),
+        })
 }
 
 fn deadline_exceeded(deadline: Deadline) -> GatewayError {

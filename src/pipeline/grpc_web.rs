@@ -17,10 +17,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use tokio::time::Instant;
 
-use super::{Observed, call_failed, client_timeout, deadline_exceeded};
+use super::{Observed, call_failed, client_timeout, deadline_exceeded, read_body};
 use crate::error::{GatewayError, http_status_for};
 use crate::grpc_web::{self, Encoding, GrpcWebError, Trailers, WebContentType};
-use crate::limits::{LimitError, Limits};
+use crate::limits::Limits;
 use crate::metadata;
 use crate::route::BindingId;
 use crate::snapshot::Snapshot;
@@ -69,13 +69,7 @@ impl WebCall<'_> {
             .await
             .map_err(|_| deadline_exceeded(deadline))??;
         observed.consumer = identity.consumer.clone().or(identity.subject.clone());
-        let body = limits
-            .read_body(body, &parts.headers, deadline)
-            .await
-            .map_err(|e| match e {
-                LimitError::BodyTimeout => deadline_exceeded(deadline),
-                other => other.into(),
-            })?;
+        let body = read_body(limits, body, &parts.headers, deadline).await?;
         observed.request_bytes = body.len() as u64;
         let frames = grpc_web::frames(body, self.content_type.encoding)?;
         let method = &plan.transcode.method;
