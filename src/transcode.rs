@@ -17,6 +17,7 @@ pub mod stable_json;
 pub mod status;
 pub mod success;
 pub mod text;
+pub mod wire_json;
 
 pub use error::TranscodeError;
 pub use field_path::FieldPath;

@@ -38,8 +38,8 @@ impl Builder<'_, '_> {
         let transcode = &plan.transcode;
         let method = &transcode.method;
         let variant = Variant {
-            proto_names: transcode.json.proto_names,
-            enums_as_numbers: transcode.json.enums_as_numbers,
+            proto_names: transcode.json.render.proto_names,
+            enums_as_numbers: transcode.json.render.enum_numbers,
             input: false,
         };
         let OpenApiPath {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use http::uri::PathAndQuery;
-use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor, SerializeOptions};
+use prost_reflect::{DescriptorPool, ExtensionDescriptor, MethodDescriptor};
 
 use super::answers;
 use super::bindings::{Binding, HttpRule, bindings};
@@ -452,14 +452,15 @@ fn json_mapping(layers: &[&JsonOptions]) -> JsonMapping {
     let pick = |get: fn(&JsonOptions) -> Option<bool>| {
         layers.iter().rev().find_map(|l| get(l)).unwrap_or(false)
     };
-    JsonMapping {
-        serialize: SerializeOptions::new()
-            .use_proto_field_name(pick(|o| o.use_proto_names))
-            .skip_default_fields(!pick(|o| o.emit_unpopulated))
-            .use_enum_numbers(pick(|o| o.enums_as_numbers))
-            .stringify_64_bit_integers(true),
+    let render = transcode::wire_json::Options {
         proto_names: pick(|o| o.use_proto_names),
-        enums_as_numbers: pick(|o| o.enums_as_numbers),
+        skip_defaults: !pick(|o| o.emit_unpopulated),
+        enum_numbers: pick(|o| o.enums_as_numbers),
+        stringify_64: true,
+    };
+    JsonMapping {
+        serialize: render.serialize_options(),
+        render,
         deny_unknown_fields: !pick(|o| o.ignore_unknown_fields),
         deny_unknown_query: !pick(|o| o.ignore_unknown_query_parameters),
     }

@@ -42,11 +42,9 @@ pub enum BodyRule {
 pub struct JsonMapping {
     /// How responses are written.
     pub serialize: SerializeOptions,
-    /// Responses name fields as in the .proto (`page_count`), not
-    /// lowerCamelCase (also in `serialize`, which cannot be read back).
-    pub proto_names: bool,
-    /// Responses write enums as numbers (also in `serialize`).
-    pub enums_as_numbers: bool,
+    /// The same options, readable, for writing answers straight from the
+    /// wire bytes ([`super::wire_json`]).
+    pub render: super::wire_json::Options,
     /// Answer 400 to unknown fields in a JSON body.
     pub deny_unknown_fields: bool,
     /// Answer 400 to unknown query parameters.

@@ -8,7 +8,7 @@ use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
 use super::TranscodeError;
 use super::plan::Plan;
-use super::{HTTP_BODY, stable_json};
+use super::{HTTP_BODY, stable_json, wire_json};
 use crate::headers::{CONTENT_TYPE_JSON, CONTENT_TYPE_OCTET_STREAM};
 
 /// The HTTP answer's body and content type.
@@ -24,6 +24,14 @@ pub struct HttpReply {
 
 /// Decodes `message` (the output type of the plan's method) and renders it.
 pub fn response(plan: &Plan, message: Bytes) -> Result<HttpReply, TranscodeError> {
+    if plan.response_body.is_none()
+        && let Some(body) = straight_from_wire(plan, &message)
+    {
+        return Ok(HttpReply {
+            body: body.into(),
+            content_type: CONTENT_TYPE_JSON,
+        });
+    }
     let decoded = DynamicMessage::decode(plan.method.output(), message).map_err(|e| {
         TranscodeError::UndecodableResponse {
             message_type: plan.method.output().full_name().to_string(),
@@ -51,6 +59,19 @@ fn render(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, TranscodeE
         }
         _ => render_field(plan, decoded),
     }
+}
+
+/// The whole message's JSON written from the wire bytes, when
+/// [`wire_json`] can; the same bytes as [`render_message`] would write.
+fn straight_from_wire(plan: &Plan, message: &[u8]) -> Option<Vec<u8>> {
+    let descriptor = plan.method.output();
+    if descriptor.full_name() == HTTP_BODY {
+        return None;
+    }
+    let body = wire_json::render(&descriptor, message, &plan.json.render)?;
+    // A `null` sends stable_json through its tree pass (which also writes
+    // floats differently); leave that case to it.
+    (!body.windows(4).any(|w| w == b"null")).then_some(body)
 }
 
 fn render_message(plan: &Plan, message: &DynamicMessage) -> Result<HttpReply, TranscodeError> {

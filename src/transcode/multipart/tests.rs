@@ -45,8 +45,7 @@ fn plan(service: &str, method: &str, body: &str, variables: &[&str], deny: bool)
         response_body: None,
         json: JsonMapping {
             serialize: SerializeOptions::new(),
-            proto_names: false,
-            enums_as_numbers: false,
+            render: Default::default(),
             deny_unknown_fields: deny,
             deny_unknown_query: deny,
         },
