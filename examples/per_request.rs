@@ -57,7 +57,11 @@ fn main() {
 }
 
 fn routes_toml(dir: &Path, upstream: SocketAddr, gateway_cache: bool) -> Compiled {
-    let cache = if gateway_cache { ", gateway = true" } else { "" };
+    let cache = if gateway_cache {
+        ", gateway = true"
+    } else {
+        ""
+    };
     let path = dir.join("routes.toml");
     std::fs::write(
         &path,
