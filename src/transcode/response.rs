@@ -24,12 +24,16 @@ pub struct HttpReply {
 
 /// Decodes `message` (the output type of the plan's method) and renders it.
 pub fn response(plan: &Plan, message: Bytes) -> Result<HttpReply, TranscodeError> {
+    // A `Location` template reads the decoded message, so only answers
+    // without one go straight from the wire.
     if plan.response_body.is_none()
+        && plan.success.location.is_none()
         && let Some(body) = straight_from_wire(plan, &message)
     {
         return Ok(HttpReply {
             body: body.into(),
             content_type: CONTENT_TYPE_JSON,
+            location: None,
         });
     }
     let decoded = DynamicMessage::decode(plan.method.output(), message).map_err(|e| {
