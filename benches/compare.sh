@@ -24,13 +24,19 @@ fi
 "$BENCH_DIR/setup.sh"
 cargo build --release --locked --bin protogate
 cat > "$BENCH_DIR/gen/protogate.toml" <<TOML
-# protogate in front of the harness's upstream (bench.v1.BookService).
+# protogate in front of the harness's upstream (bench.v1.BookService), with
+# the per-answer work a browser-facing deployment does switched on: CORS,
+# cache headers with a strong ETag, and compression negotiation (on by
+# default). The peers run their defaults, which do none of this.
 [server]
 listen = "127.0.0.1:8090"
 access_log = ${ACCESS_LOG:-false}
 
 [proto]
 descriptor_set = "bench.pb"
+
+[cors]
+allow_origins = ["https://app.example.com"]
 
 [upstreams.bench]
 endpoints = ["http://127.0.0.1:50051"]
@@ -39,10 +45,7 @@ endpoints = ["http://127.0.0.1:50051"]
 service = "bench.v1.BookService"
 upstream = "bench"
 auth = "none"
-
-# Server streaming is not served yet.
-[routes.methods.ListBooks]
-expose = false
+cache = { public = true, max_age = "60s" }
 TOML
 cd "$BENCH_DIR"
 RUN_DIR="${RUN_DIR:-$BENCH_DIR/runs/$(date +%Y%m%d-%H%M%S)}"

@@ -13,7 +13,7 @@ use tower::ServiceExt;
 
 const PROTO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
 
-async fn gateway(upstream: std::net::SocketAddr, gateway_cache: bool) -> axum::Router {
+async fn gateway(upstream: std::net::SocketAddr, gateway_cache: bool) -> protogate::pipeline::Public {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
     let cache = if gateway_cache {
@@ -33,10 +33,10 @@ async fn gateway(upstream: std::net::SocketAddr, gateway_cache: bool) -> axum::R
     .expect("write routes.toml");
     let loaded = protogate::config::load(&path).expect("parses");
     let compiled = protogate::snapshot::compile_for_serving(&loaded).expect("compiles");
-    protogate::pipeline::router(protogate::pipeline::Gateway::new(compiled.start().await))
+    protogate::pipeline::service(protogate::pipeline::Gateway::new(compiled.start().await))
 }
 
-async fn get_book(router: &axum::Router) {
+async fn get_book(router: &protogate::pipeline::Public) {
     let request = Request::get("/v1/shelves/1/books/2")
         .body(Body::empty())
         .expect("request");

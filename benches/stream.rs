@@ -251,7 +251,7 @@ async fn spawn_gateway(upstream: SocketAddr) -> SocketAddr {
     let compiled = protogate::snapshot::compile_for_serving(&loaded).expect("compiles");
     let snapshot = compiled.start().await;
     let settings = snapshot.settings.clone();
-    let router = protogate::pipeline::router(protogate::pipeline::Gateway::new(snapshot));
+    let router = protogate::pipeline::service(protogate::pipeline::Gateway::new(snapshot));
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind gateway");

@@ -122,7 +122,7 @@ fn whole(dir: &Path, scenario: &str, count: usize) {
             .expect("bookstore");
         let compiled = routes_toml(dir, upstream, scenario == "cache_hit");
         let gateway = protogate::pipeline::Gateway::new(compiled.start().await);
-        let router = protogate::pipeline::router(gateway);
+        let router = protogate::pipeline::service(gateway);
         // The first request dials nothing (the pool is eager) but builds the
         // edge layers and, for cache_hit, fills the cache.
         send(&router, scenario).await;
@@ -132,7 +132,7 @@ fn whole(dir: &Path, scenario: &str, count: usize) {
     });
 }
 
-async fn send(router: &axum::Router, scenario: &str) {
+async fn send(router: &protogate::pipeline::Public, scenario: &str) {
     let request = if scenario == "create" {
         Request::post("/v1/shelves/1/books")
             .header("content-type", "application/json")

@@ -340,10 +340,9 @@ async fn serve(
             }
         }
     }
-    let router = pipeline::router(gateway.clone());
     let serving = server::serve(
         listener,
-        router,
+        pipeline::service(gateway.clone()),
         &settings.listener,
         &settings.limits,
         drain_on_signal(gateway),

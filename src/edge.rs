@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::header::{
@@ -27,10 +27,11 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::{Frame, SizeHint};
-use tower::{Layer as _, ServiceExt as _};
+use tower::util::{BoxCloneSyncService, Either};
+use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 
 use crate::error::GatewayError;
 use crate::headers::X_REQUEST_ID;
@@ -58,29 +59,49 @@ pub struct Compression {
     pub min_bytes: u16,
 }
 
-/// Wraps the pipeline's router in the edge layers, per `policy`.
-pub fn layers(router: Router, policy: &EdgePolicy) -> Router {
-    let mut router = router.layer(RequestDecompressionLayer::new());
-    if let Some(compression) = &policy.compression {
-        let layer = compression_layer(compression);
-        router = router
-            .layer(layer.clone())
-            .layer(axum::middleware::from_fn_with_state(
-                layer,
-                bodyless_representation,
-            ));
+/// The edge layers around the pipeline, as one service: boxed once, so a
+/// request pays one allocation for the stack rather than one per layer (as
+/// an axum `Router::layer` stack would).
+pub type EdgeService = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// Wraps `pipeline` in the edge layers, per `policy`, outermost first:
+/// CORS, panics, last touches, bodyless representations, compression,
+/// request decompression.
+pub fn layers<S>(pipeline: S, policy: &EdgePolicy) -> EdgeService
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    let decompressing = ServiceBuilder::new()
+        .layer(RequestDecompressionLayer::new())
+        .map_request(|request: http::Request<DecompressionBody<Body>>| request.map(Body::new))
+        .service(pipeline)
+        .map_response(IntoResponse::into_response);
+    let compressing = match &policy.compression {
+        Some(compression) => {
+            let layer = compression_layer(compression);
+            Either::Left(
+                ServiceBuilder::new()
+                    .layer(axum::middleware::from_fn_with_state(
+                        layer.clone(),
+                        bodyless_representation,
+                    ))
+                    .layer(layer)
+                    .service(decompressing),
+            )
+        }
+        None => Either::Right(decompressing),
+    };
+    let contained = axum::middleware::from_fn(contain_panics).layer(compressing.map_response(finish));
+    match &policy.cors {
+        Some(cors) => BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .map_response(cors::strip_for_other_origins)
+                .layer(cors.layer(policy.grpc_web))
+                .service(contained),
+        ),
+        None => BoxCloneSyncService::new(contained),
     }
-    router = router
-        .layer(axum::middleware::map_response(finish))
-        .layer(axum::middleware::from_fn(contain_panics));
-    if let Some(cors) = &policy.cors {
-        router = router
-            .layer(cors.layer(policy.grpc_web))
-            .layer(axum::middleware::map_response(
-                cors::strip_for_other_origins,
-            ));
-    }
-    router
 }
 
 /// Longest accepted client-supplied `x-request-id`.
@@ -133,7 +154,7 @@ async fn contain_panics(mut request: Request, next: Next) -> Response {
 }
 
 /// Last touches on every answer leaving the gateway.
-async fn finish(response: Response) -> Response {
+fn finish(response: Response) -> Response {
     let mut response = crate::error::edge_layer_error(response);
     response.headers_mut().remove(crate::cache::REPRESENTATION);
     tag_content_coding(&mut response);

@@ -4,20 +4,23 @@
 //! stage gets only its own piece of the binding's [`MethodPlan`] and returns
 //! its own error; [`crate::error`] alone turns a failure into an HTTP answer.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use tower::ServiceExt as _;
+use tower::util::Oneshot;
 
 use tokio::time::Instant;
 
+use crate::edge::EdgeService;
 use crate::error::GatewayError;
 use crate::headers::{GRPC_TIMEOUT, RATELIMIT_POLICY, SERVER_TIMING, X_REQUEST_ID};
 use crate::limits::{LimitError, Limits};
@@ -124,53 +127,64 @@ impl Gateway {
     }
 }
 
-/// The public router: every request goes to [`handle`], behind the edge
+/// The public service: every request goes to [`handle`], behind the edge
 /// layers of the current snapshot's policy (CORS and compression), so a
 /// reload changes them without a restart.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    let edge = EdgeRouter {
-        inner: Router::new().fallback(handle).with_state(gateway.clone()),
+pub fn service(gateway: Arc<Gateway>) -> Public {
+    Public {
         gateway,
         built: Arc::new(ArcSwapOption::empty()),
-    };
-    Router::new().fallback(through_edge).with_state(edge)
+    }
 }
 
-/// The pipeline behind the edge layers of the snapshot it was built for,
-/// rebuilt by the first request after a swap.
+/// The pipeline behind the edge layers of the snapshot they were built
+/// for, rebuilt by the first request after a swap.
 #[derive(Clone)]
-struct EdgeRouter {
+pub struct Public {
     gateway: Arc<Gateway>,
-    inner: Router,
     built: Arc<ArcSwapOption<EdgeBuilt>>,
 }
 
 struct EdgeBuilt {
     /// Which snapshot's policy; weak, so an old snapshot is not kept alive.
     snapshot: Weak<Snapshot>,
-    router: Router,
+    service: EdgeService,
 }
 
-async fn through_edge(State(edge): State<EdgeRouter>, request: Request) -> Response {
-    let Ok(response) = edge.current().oneshot(request).await;
-    response
-}
-
-impl EdgeRouter {
-    fn current(&self) -> Router {
-        let snapshot = self.gateway.snapshot();
+impl Public {
+    fn current(&self) -> EdgeService {
+        let snapshot = &self.gateway.current.load().snapshot;
         if let Some(built) = &*self.built.load()
-            && std::ptr::eq(built.snapshot.as_ptr(), Arc::as_ptr(&snapshot))
+            && std::ptr::eq(built.snapshot.as_ptr(), Arc::as_ptr(snapshot))
         {
-            return built.router.clone();
+            return built.service.clone();
         }
         // Two requests racing here build twice; either result is right.
-        let router = crate::edge::layers(self.inner.clone(), &snapshot.settings.edge);
+        let gateway = self.gateway.clone();
+        let pipeline = tower::service_fn(move |request: Request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(handle(State(gateway), request).await) }
+        });
+        let service = crate::edge::layers(pipeline, &snapshot.settings.edge);
         self.built.store(Some(Arc::new(EdgeBuilt {
-            snapshot: Arc::downgrade(&snapshot),
-            router: router.clone(),
+            snapshot: Arc::downgrade(snapshot),
+            service: service.clone(),
         })));
-        router
+        service
+    }
+}
+
+impl tower::Service<Request> for Public {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Oneshot<EdgeService, Request>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.current().oneshot(request)
     }
 }
 

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -70,15 +71,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// ones left out.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then waits up to
-/// the configured grace period for in-flight requests.
-pub async fn serve(
+/// Serves `service` (the public pipeline, or any axum `Router`) on
+/// `listener` until `shutdown` resolves, then waits up to the configured
+/// grace period for in-flight requests.
+pub async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     settings: &ListenerSettings,
     limits: &Limits,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    S: Public,
+{
     let builder = Arc::new(connection_builder(settings, limits));
     let acceptor = match &settings.tls {
         Some(tls) => Some(tls.acceptor().map_err(std::io::Error::other)?),
@@ -121,7 +126,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let activity = Activity::new(bounds);
         let service =
-            TowerToHyperService::new(connection_service(router.clone(), peer, activity.clone()));
+            TowerToHyperService::new(connection_service(service.clone(), peer, activity.clone()));
         let Some(acceptor) = acceptor.clone() else {
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -271,10 +276,29 @@ fn connection_builder(settings: &ListenerSettings, limits: &Limits) -> Builder<T
     builder
 }
 
-/// The router, with the connection's peer address attached to each request
+/// What the listener serves: a request in, an answer out, never an error.
+pub trait Public:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Public for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The service, with the connection's peer address attached to each request
 /// and each request and response reported to the connection's `activity`.
-fn connection_service(
-    router: Router,
+fn connection_service<S: Public>(
+    service: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
 ) -> impl tower::Service<
@@ -288,7 +312,7 @@ fn connection_service(
     tower::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ClientAddr(peer));
         let in_flight = activity.request_started();
-        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+        let answer = service.clone().oneshot(request.map(axum::body::Body::new));
         async move {
             let Ok(response) = answer.await;
             Ok(response.map(|body| Tracked::new(body, in_flight)))

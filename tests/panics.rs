@@ -5,7 +5,7 @@
 //! The production pipeline has no panic we may keep on purpose, and a
 //! panicking route in production code is not acceptable, so the inner
 //! service here panics on one path; around it are the real edge layers
-//! (`edge::layers`, exactly what `pipeline::router` wraps the pipeline in)
+//! (`edge::layers`, exactly what `pipeline::service` wraps the pipeline in)
 //! served by the real listener over a real socket.
 
 mod support;

@@ -112,7 +112,7 @@ impl Cors {
 
 /// A disallowed (or absent) origin gets no CORS headers at all: tower-http
 /// still sends the origin-independent ones (credentials, exposed headers).
-pub async fn strip_for_other_origins(mut response: Response) -> Response {
+pub fn strip_for_other_origins(mut response: Response) -> Response {
     let headers = response.headers_mut();
     if !headers.contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         for name in [

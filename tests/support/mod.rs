@@ -67,7 +67,7 @@ async fn serve_snapshot(
         .expect("bind gateway");
     let addr = listener.local_addr().expect("addr");
     let gateway = protogate::pipeline::Gateway::new(snapshot);
-    let router = protogate::pipeline::router(gateway.clone());
+    let router = protogate::pipeline::service(gateway.clone());
     let task = tokio::spawn(async move {
         let _ = protogate::server::serve(
             listener,
