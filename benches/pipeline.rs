@@ -13,7 +13,10 @@ use tower::ServiceExt;
 
 const PROTO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
 
-async fn gateway(upstream: std::net::SocketAddr, gateway_cache: bool) -> protogate::pipeline::Public {
+async fn gateway(
+    upstream: std::net::SocketAddr,
+    gateway_cache: bool,
+) -> protogate::pipeline::Public {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
     let cache = if gateway_cache {

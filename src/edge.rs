@@ -92,7 +92,8 @@ where
         }
         None => Either::Right(decompressing),
     };
-    let contained = axum::middleware::from_fn(contain_panics).layer(compressing.map_response(finish));
+    let contained =
+        axum::middleware::from_fn(contain_panics).layer(compressing.map_response(finish));
     match &policy.cors {
         Some(cors) => BoxCloneSyncService::new(
             ServiceBuilder::new()

@@ -6,8 +6,8 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
