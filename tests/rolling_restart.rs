@@ -262,10 +262,10 @@ async fn kill_9_of_one_instance_costs_no_get_and_it_gets_calls_again_when_back()
     load.progress(300).await;
     let dead = endpoint(&gateway, addr);
     assert_eq!(dead.connected(), 0, "the dead instance has no connection");
-    assert!(
-        dead.outlier().is_ejected(),
-        "the calls it failed at once ejected it"
-    );
+    // Whether it was also ejected depends on how many calls were in flight
+    // on it at the kill (three transport failures in a row eject): with a
+    // slow gateway build that is often fewer than three, so it is not
+    // asserted. Either way no GET may fail, which `finish` checks below.
 
     instances.insert(0, Instance::start(addr).await);
     reconnected(&gateway, addr).await;
@@ -278,7 +278,7 @@ async fn kill_9_of_one_instance_costs_no_get_and_it_gets_calls_again_when_back()
     }
     assert!(
         dead.calls() > calls_before + 20,
-        "back in once its ejection ran out"
+        "back in once reconnected and any ejection ran out"
     );
     let (done, failures) = load.finish().await;
     assert!(
