@@ -18,6 +18,7 @@ use super::{ERROR_DOMAIN, ERROR_INFO_TYPE, GatewayError};
 use crate::grpc_web::Trailers;
 use crate::headers::GRPC_STATUS_DETAILS;
 use crate::limits::LimitError;
+use crate::upstream::status::RpcStatus;
 
 /// Response headers of the HTTP answer that still mean something in a
 /// trailers-only one.
@@ -27,17 +28,6 @@ const KEPT: [header::HeaderName; 4] = [
     header::CACHE_CONTROL,
     header::CONNECTION,
 ];
-
-/// google.rpc.Status, for `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
 
 /// google.rpc.ErrorInfo.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -23,16 +23,17 @@ const BINARY_METADATA: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// `google.rpc.Status`, only to check that the details header holds one;
-/// rendering reads it again with the descriptors.
+/// `google.rpc.Status` as prost reads and writes it: here, only to check
+/// that a details header holds one (rendering reads it again with the
+/// descriptors); gRPC-Web answers write their own with it.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
+pub(crate) struct RpcStatus {
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub(crate) code: i32,
     #[prost(string, tag = "2")]
-    message: String,
+    pub(crate) message: String,
     #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
+    pub(crate) details: Vec<prost_types::Any>,
 }
 
 /// Why an upstream's status could not be read.
