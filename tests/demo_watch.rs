@@ -5,64 +5,9 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use support::{PROTO_DIR, client, spawn_bookstore, spawn_gateway_from};
-
-/// The demo gateway (the repository's routes.toml, pointed at a fresh demo
-/// Bookstore) and a token for its writes.
-struct Demo {
-    base: String,
-    token: String,
-    _gateway: support::TestGateway,
-    _dir: tempfile::TempDir,
-}
-
-async fn demo() -> Demo {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (bookstore, _) = spawn_bookstore().await;
-    let shipped = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
-    let routes = shipped
-        .replace(
-            "\"http://127.0.0.1:50051\"",
-            &format!("\"http://{bookstore}\""),
-        )
-        .replace(
-            "include = [\"proto\"]",
-            &format!("include = [\"{PROTO_DIR}\"]"),
-        )
-        .replace(
-            "secret_file = \"examples/demo-jwt.secret\"",
-            &format!(
-                "secret_file = \"{}\"",
-                repo.join("examples/demo-jwt.secret").display()
-            ),
-        );
-    assert!(
-        routes.contains(&bookstore.to_string()),
-        "the demo's endpoint moved"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &routes).expect("write routes.toml");
-    let loaded = protogate::config::load(&path).expect("parses");
-    let token = protogate::auth::mint::token(
-        &loaded,
-        "demo",
-        "demo-user",
-        &["bookstore.write".to_string()],
-        Duration::from_secs(300),
-    )
-    .expect("mints");
-    let (gateway, _) = spawn_gateway_from(&path).await;
-    Demo {
-        base: gateway.base.clone(),
-        token,
-        _gateway: gateway,
-        _dir: dir,
-    }
-}
+use support::{Demo, client, demo};
 
 impl Demo {
     async fn watch(&self, query: &str, accept: Option<&str>) -> Body {

@@ -4,63 +4,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 use std::path::Path;
-use std::time::Duration;
 
-use crate::support::{self, PROTO_DIR, spawn_bookstore, spawn_gateway_from};
-
-/// The demo gateway and a token for its writes.
-pub struct Demo {
-    pub base: String,
-    pub token: String,
-    pub gateway: support::TestGateway,
-    _dir: tempfile::TempDir,
-}
-
-/// The repository's routes.toml, pointed at a demo Bookstore on 127.0.0.1:0.
-pub async fn demo() -> Demo {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (bookstore, _) = spawn_bookstore().await;
-    let shipped = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
-    let routes = shipped
-        .replace(
-            "\"http://127.0.0.1:50051\"",
-            &format!("\"http://{bookstore}\""),
-        )
-        .replace(
-            "include = [\"proto\"]",
-            &format!("include = [\"{PROTO_DIR}\"]"),
-        )
-        .replace(
-            "secret_file = \"examples/demo-jwt.secret\"",
-            &format!(
-                "secret_file = \"{}\"",
-                repo.join("examples/demo-jwt.secret").display()
-            ),
-        );
-    assert!(
-        routes.contains(&bookstore.to_string()),
-        "the demo's endpoint moved"
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &routes).expect("write routes.toml");
-    let loaded = protogate::config::load(&path).expect("parses");
-    let token = protogate::auth::mint::token(
-        &loaded,
-        "demo",
-        "demo-user",
-        &["bookstore.write".to_string()],
-        Duration::from_secs(600),
-    )
-    .expect("mints");
-    let (gateway, _) = spawn_gateway_from(&path).await;
-    Demo {
-        base: gateway.base.clone(),
-        token,
-        gateway,
-        _dir: dir,
-    }
-}
+use crate::support::PROTO_DIR;
+pub use crate::support::demo;
 
 /// SHA-256 of the API key `k1`, as `[auth.api_keys]` stores it.
 const KEY_DIGEST: &str = "1f6ba3b5a1d4cee0d7b1b6d0e4b1d15cc8b1e0e37d8b7b2b7c5f6b5d4f3c2b1a";

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1328,4 +1329,59 @@ pub async fn wait_for_endpoints(
         "wanted {expected:?}, holding {:?}",
         endpoint_texts(&rx.borrow())
     );
+}
+
+/// The demo gateway and a token for its writes.
+pub struct Demo {
+    pub base: String,
+    pub token: String,
+    pub gateway: TestGateway,
+    _dir: tempfile::TempDir,
+}
+
+/// The repository's routes.toml, pointed at a demo Bookstore on 127.0.0.1:0,
+/// with a token for its writes.
+pub async fn demo() -> Demo {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (bookstore, _) = spawn_bookstore().await;
+    let shipped = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
+    let routes = shipped
+        .replace(
+            "\"http://127.0.0.1:50051\"",
+            &format!("\"http://{bookstore}\""),
+        )
+        .replace(
+            "include = [\"proto\"]",
+            &format!("include = [\"{PROTO_DIR}\"]"),
+        )
+        .replace(
+            "secret_file = \"examples/demo-jwt.secret\"",
+            &format!(
+                "secret_file = \"{}\"",
+                repo.join("examples/demo-jwt.secret").display()
+            ),
+        );
+    assert!(
+        routes.contains(&bookstore.to_string()),
+        "the demo's endpoint moved"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &routes).expect("write routes.toml");
+    let loaded = protogate::config::load(&path).expect("parses");
+    let token = protogate::auth::mint::token(
+        &loaded,
+        "demo",
+        "demo-user",
+        &["bookstore.write".to_string()],
+        Duration::from_secs(600),
+    )
+    .expect("mints");
+    let (gateway, _) = spawn_gateway_from(&path).await;
+    Demo {
+        base: gateway.base.clone(),
+        token,
+        gateway,
+        _dir: dir,
+    }
 }
