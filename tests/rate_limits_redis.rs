@@ -288,7 +288,9 @@ async fn two_gateways_share_one_limit_within_ten_percent() {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the gateway's start is waited for by blocking this thread,
+// and the scripted upstream must answer the gateway's first dial meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_redis_leaves_every_request_answered_by_the_local_limiter() {
     let mut redis = RedisServer::start();
     let scripted = spawn_scripted(pool(), Reply::Echo).await;
