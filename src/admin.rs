@@ -126,6 +126,7 @@ async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
             "send_timeout_ms": millis(listener.send_timeout),
             "max_buffered_response_bytes": listener.max_buffered_response_bytes,
             "max_connections": listener.max_connections,
+            "worker_threads": listener.worker_threads,
             "access_log": settings.access_log,
         },
         "admin": settings.admin.map(|a| a.to_string()),

@@ -295,6 +295,11 @@ async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    // Before the pools start: their connection slots are dialled on the workers.
+    if let Err(e) = crate::workers::start(settings.listener.worker_threads) {
+        eprintln!("error: cannot start the worker threads: {e}");
+        return ExitCode::FAILURE;
+    }
     let routes = compiled.routes.len();
     let gateway = Gateway::new(compiled.start().await);
     // The bound address, so `--listen 127.0.0.1:0` says which port it got.

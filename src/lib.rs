@@ -50,3 +50,4 @@ pub mod stream;
 pub mod trace;
 pub mod transcode;
 pub mod upstream;
+pub mod workers;

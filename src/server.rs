@@ -18,8 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -53,6 +52,9 @@ pub struct ListenerSettings {
     pub max_buffered_response_bytes: usize,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Threads serving connections, each with its own runtime (0: none,
+    /// connections run on the caller's runtime); see [`crate::workers`].
+    pub worker_threads: usize,
     /// HTTP/2 streams a client may reset before they are accepted (rapid reset).
     pub http2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams the gateway may reset for a client's errors, per connection.
@@ -124,24 +126,37 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new(bounds);
-        let service =
-            TowerToHyperService::new(connection_service(service.clone(), peer, activity.clone()));
-        let Some(acceptor) = acceptor.clone() else {
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            tokio::spawn(supervise(
-                connection,
-                activity,
-                stopping.clone(),
-                slot,
-                peer,
-            ));
-            continue;
+        // The connection is served on a worker thread's runtime: it leaves
+        // this runtime's reactor here and joins the worker's below.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "accepted connection lost");
+                continue;
+            }
         };
-        let (builder, stopping) = (builder.clone(), stopping.clone());
-        tokio::spawn(async move {
+        let activity = Activity::new(bounds);
+        let service = ConnectionService {
+            service: service.clone(),
+            peer,
+            activity: activity.clone(),
+        };
+        let (builder, acceptor, stopping) = (builder.clone(), acceptor.clone(), stopping.clone());
+        crate::workers::spawn_connection(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "accepted connection lost");
+                    return;
+                }
+            };
+            let Some(acceptor) = acceptor else {
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                supervise(connection, activity, stopping, slot, peer).await;
+                return;
+            };
             // The handshake counts inside the first-request bound, which
             // runs from accept.
             let handshake = acceptor.accept(stream);
@@ -295,27 +310,56 @@ impl<S> Public for S where
 {
 }
 
-/// The service, with the connection's peer address attached to each request
-/// and each request and response reported to the connection's `activity`.
-fn connection_service<S: Public>(
+/// The service as hyper calls it, with the connection's peer address
+/// attached to each request and each request and response reported to the
+/// connection's `activity`. hyper calls by reference, so each request clones
+/// the service once (tower's `&mut self` calls need their own copy).
+#[derive(Clone)]
+struct ConnectionService<S> {
     service: S,
     peer: SocketAddr,
     activity: Arc<Activity>,
-) -> impl tower::Service<
-    http::Request<Incoming>,
-    Response = http::Response<Tracked<axum::body::Body>>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<Tracked<axum::body::Body>>, Infallible>> + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |mut request: http::Request<Incoming>| {
-        request.extensions_mut().insert(ClientAddr(peer));
-        let in_flight = activity.request_started();
-        let answer = service.clone().oneshot(request.map(axum::body::Body::new));
-        async move {
-            let Ok(response) = answer.await;
-            Ok(response.map(|body| Tracked::new(body, in_flight)))
+}
+
+impl<S: Public> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S> {
+    type Response = http::Response<Tracked<axum::body::Body>>;
+    type Error = Infallible;
+    type Future = Served<S>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ClientAddr(self.peer));
+        Served {
+            answer: self
+                .service
+                .clone()
+                .oneshot(request.map(axum::body::Body::new)),
+            in_flight: Some(self.activity.request_started()),
         }
-    })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to one request, tracked from the moment hyper has it.
+    struct Served<S: Public> {
+        #[pin]
+        answer: tower::util::Oneshot<S, Request>,
+        in_flight: Option<connection::InFlight>,
+    }
+}
+
+impl<S: Public> Future for Served<S> {
+    type Output = Result<http::Response<Tracked<axum::body::Body>>, Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.answer.poll(cx));
+        let in_flight = this
+            .in_flight
+            .take()
+            .expect("a Served future is not polled after it is ready");
+        std::task::Poll::Ready(Ok(response.map(|body| Tracked::new(body, in_flight))))
+    }
 }

@@ -134,6 +134,10 @@ pub struct ServerSection {
     pub max_buffered_response_bytes: usize,
     /// Connections served at once; above it new connections are closed at accept.
     pub max_connections: usize,
+    /// Threads serving client connections, each with its own runtime and
+    /// upstream connections; unset: one per CPU; 0: one work-stealing
+    /// runtime for everything.
+    pub worker_threads: Option<usize>,
     /// Number of proxies in front of the gateway whose `X-Forwarded-For` entries are trusted.
     pub trusted_proxy_hops: usize,
     /// Log one line per request at info level.
@@ -423,6 +427,7 @@ impl Default for ServerSection {
             send_timeout: Duration::from_secs(30),
             max_buffered_response_bytes: 8 << 20,
             max_connections: 10_000,
+            worker_threads: None,
             trusted_proxy_hops: 0,
             access_log: true,
             trust_traceparent: true,

@@ -187,6 +187,10 @@ pub fn restart_only_changes(live: &Settings, next: &Settings) -> Vec<&'static st
             a.max_connections != b.max_connections,
         ),
         (
+            "[server] worker_threads",
+            a.worker_threads != b.worker_threads,
+        ),
+        (
             "[server] http2_max_pending_accept_reset_streams",
             a.http2_max_pending_accept_reset_streams != b.http2_max_pending_accept_reset_streams,
         ),

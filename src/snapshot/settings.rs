@@ -41,6 +41,7 @@ pub(super) fn compile(file: &RoutesFile, errors: &mut Vec<ConfigError>) -> Setti
             send_timeout: server.send_timeout,
             max_buffered_response_bytes: server.max_buffered_response_bytes,
             max_connections: server.max_connections,
+            worker_threads: worker_threads(server, errors),
             http2_max_pending_accept_reset_streams: server.http2_max_pending_accept_reset_streams,
             http2_max_local_error_reset_streams: server.http2_max_local_error_reset_streams,
             // Read with the files it names, see `super::tls`.
@@ -126,6 +127,26 @@ fn multipart_part_bytes(limits: &LimitsSection, errors: &mut Vec<ConfigError>) -
         );
     }
     bytes.clamp(1, limits.max_body_bytes.max(1))
+}
+
+/// Most `worker_threads` accepted: each holds a runtime and its own share of
+/// the upstream connections, so a typo of an extra digit should not start
+/// thousands of them.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// `worker_threads`: one per CPU unless set; 0 turns the workers off.
+fn worker_threads(server: &ServerSection, errors: &mut Vec<ConfigError>) -> usize {
+    let cpus = || std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = server.worker_threads.unwrap_or_else(cpus);
+    if threads > MAX_WORKER_THREADS {
+        errors.push(
+            ConfigError::global(format!(
+                "[server] worker_threads is {threads}; at most {MAX_WORKER_THREADS} are allowed"
+            ))
+            .hint("leave the key out for one per CPU"),
+        );
+    }
+    threads.min(MAX_WORKER_THREADS)
 }
 
 /// `max_multipart_parts`: zero would refuse every form with a part.

@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use super::connection::{ConnectionEvents, Slot, UpstreamBody, run_slot};
 use super::outlier::Outlier;
 use super::pool::PoolConfig;
+use crate::workers;
 
 /// One address of an upstream and its connections.
 #[derive(Debug)]
@@ -44,6 +45,11 @@ pub struct Lease {
     pub sender: SendRequest<UpstreamBody>,
 }
 
+thread_local! {
+    /// Round-robin turn among a worker's own slots (see [`Endpoint::lease`]).
+    static LOCAL_TURN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 // === impl Endpoint ===
 
 impl Endpoint {
@@ -56,15 +62,14 @@ impl Endpoint {
         let (stop, _) = watch::channel(false);
         let mut slots = Vec::new();
         let mut first_attempts = Vec::new();
-        for _ in 0..config.connections.max(1) {
+        for index in 0..config.connections.max(1) {
             let slot = Arc::new(Slot::new(authority.clone()));
             let (attempted, first_attempt) = oneshot::channel();
-            tokio::spawn(run_slot(
-                slot.clone(),
-                config.clone(),
-                stop.subscribe(),
-                attempted,
-            ));
+            // Slot `index` lives on worker `index % workers`, which its calls prefer.
+            workers::spawn_on(
+                index,
+                run_slot(slot.clone(), config.clone(), stop.subscribe(), attempted),
+            );
             first_attempts.push(first_attempt);
             slots.push(slot);
         }
@@ -152,9 +157,37 @@ impl Endpoint {
         self.slots.iter().find_map(|s| s.last_error.load_full())
     }
 
-    /// A live connection, taking turns among the live slots so that a
-    /// slot that is down does not hand its share to one neighbour.
+    /// A live connection: one the calling worker thread runs if it has
+    /// one (see [`crate::workers`]), else any, taking turns among the live
+    /// slots so that a slot that is down does not hand its share to one
+    /// neighbour.
     pub fn lease(self: &Arc<Self>) -> Option<Lease> {
+        let sender = self.local_slot().or_else(|| self.any_slot())?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            endpoint: self.clone(),
+            sender: SendRequest::clone(&sender),
+        })
+    }
+
+    /// A live slot of the calling worker's, taking turns among them.
+    fn local_slot(&self) -> Option<Arc<SendRequest<UpstreamBody>>> {
+        let (worker, workers) = (workers::current()?, workers::count());
+        let mine = || (self.slots.iter().skip(worker).step_by(workers)).filter_map(|s| s.live());
+        let live = mine().count();
+        if live == 0 {
+            return None;
+        }
+        // The worker's own turn: a shared counter would bounce its cache
+        // line between the workers on every call.
+        let turn = LOCAL_TURN.get();
+        LOCAL_TURN.set(turn.wrapping_add(1));
+        mine().nth(turn % live)
+    }
+
+    /// A live slot, taking turns among them.
+    fn any_slot(&self) -> Option<Arc<SendRequest<UpstreamBody>>> {
         let live = self.connected();
         if live == 0 {
             return None;
@@ -162,18 +195,11 @@ impl Endpoint {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % live;
         // A slot may drop between the count and the pick: then the next
         // live one (if any) takes the turn.
-        let sender = self
-            .slots
+        self.slots
             .iter()
             .filter_map(|s| s.live())
             .nth(turn)
-            .or_else(|| self.slots.iter().find_map(|s| s.live()))?;
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            endpoint: self.clone(),
-            sender: SendRequest::clone(&sender),
-        })
+            .or_else(|| self.slots.iter().find_map(|s| s.live()))
     }
 }
 

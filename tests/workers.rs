@@ -1,0 +1,180 @@
+//! `[server] worker_threads`: the real binary serves each client connection
+//! on one worker thread, whose calls go out on that worker's own upstream
+//! connections; with `worker_threads = 0`, one work-stealing runtime serves
+//! everything and calls take turns over all the connections.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncBufReadExt;
+
+/// How many calls each client connection makes.
+const CALLS: usize = 12;
+
+/// Starts the binary on `config` and returns it with the address it listens on.
+async fn start(config: &Path) -> (tokio::process::Child, SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start protogate");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line within 30 s")
+            .expect("read stderr")
+            .expect("protogate still running");
+        let line: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if line["fields"]["message"] == "protogate listening" {
+            let listen = line["fields"]["listen"].as_str().expect("listen");
+            // The rest of the log is not read: keep the pipe drained.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, listen.parse().expect("address"));
+        }
+    }
+}
+
+fn routes(dir: &Path, upstream: SocketAddr, worker_threads: usize) -> std::path::PathBuf {
+    let path = dir.join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+worker_threads = {worker_threads}
+access_log = false
+
+[proto]
+files = ["testing/v1/everything.proto"]
+include = ['{proto}']
+
+[upstreams.echo]
+endpoints = ["http://{upstream}"]
+connections = 2
+
+[[routes]]
+service = "testing.v1.EverythingService"
+upstream = "echo"
+auth = "none"
+"#,
+            proto = support::PROTO_DIR,
+        ),
+    )
+    .expect("write routes.toml");
+    path
+}
+
+/// One HTTP/1.1 client connection, kept open until dropped.
+async fn connect(gateway: SocketAddr) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// GET /v1/echo?stringValue=`value` on `client`'s connection.
+async fn echo(client: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, value: &str) {
+    let request = http::Request::get(format!("/v1/echo?stringValue={value}"))
+        .header("host", "gateway")
+        .body(Empty::new())
+        .expect("request");
+    let response = client.send_request(request).await.expect("send");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(body, format!(r#"{{"stringValue":"{value}"}}"#));
+}
+
+/// The upstream connections (the gateway's ports) that carried the calls
+/// whose value starts with `prefix`.
+fn connections_of(upstream: &support::Scripted, prefix: &str) -> BTreeSet<SocketAddr> {
+    let calls = upstream.calls().into_iter();
+    calls
+        .filter(|c| {
+            c.message["string_value"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(prefix))
+        })
+        .map(|c| c.peer)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_workers_calls_go_out_on_its_own_upstream_connection() {
+    let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 2)).await;
+
+    // Both stay open, so the second goes to the worker serving fewer.
+    let mut first = connect(listen).await;
+    let mut second = connect(listen).await;
+    for i in 0..CALLS {
+        echo(&mut first, &format!("first-{i}")).await;
+        echo(&mut second, &format!("second-{i}")).await;
+    }
+
+    let (of_first, of_second) = (
+        connections_of(&upstream, "first-"),
+        connections_of(&upstream, "second-"),
+    );
+    assert_eq!(
+        of_first.len(),
+        1,
+        "one worker, one upstream connection: {of_first:?}"
+    );
+    assert_eq!(
+        of_second.len(),
+        1,
+        "one worker, one upstream connection: {of_second:?}"
+    );
+    assert_ne!(
+        of_first, of_second,
+        "the two workers share an upstream connection"
+    );
+    assert_eq!(
+        upstream.calls_per_connection().values().sum::<usize>(),
+        2 * CALLS
+    );
+}
+
+#[tokio::test]
+async fn without_workers_one_client_connections_calls_take_turns_over_every_upstream_connection() {
+    let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 0)).await;
+
+    let mut client = connect(listen).await;
+    for i in 0..CALLS {
+        echo(&mut client, &format!("only-{i}")).await;
+    }
+
+    let per_connection = upstream.calls_per_connection();
+    assert_eq!(
+        per_connection.values().copied().collect::<Vec<_>>(),
+        [CALLS / 2, CALLS / 2],
+        "{per_connection:?}"
+    );
+}
