@@ -117,6 +117,7 @@ fixtures! {
     missing_required_key_is_reported_at_its_table_and_the_rest_still_checked => "missing_required_key",
     unparseable_duration_is_reported_at_the_value => "bad_duration",
     zero_connection_bounds_are_refused => "zero_connection_bounds",
+    worker_threads_beyond_the_bound_are_refused => "too_many_worker_threads",
     duration_without_unit_is_reported_as_needing_a_string => "bad_duration_unitless",
     unforwardable_request_headers_are_each_reported => "unforwardable_header",
     credential_headers_in_forward_request_are_refused_pointing_at_forward_authorization => "forwarded_credential_headers",
