@@ -21,7 +21,7 @@ async fn pool(endpoints: &[SocketAddr]) -> Pool {
                 .map(|a| a.to_string().parse().expect("authority"))
                 .collect(),
         ),
-        connections: 2,
+        connections: Some(2),
         connect_timeout: Duration::from_secs(1),
         keepalive_interval: Duration::from_secs(20),
         keepalive_timeout: Duration::from_secs(10),

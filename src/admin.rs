@@ -102,7 +102,7 @@ async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
                 "name": u.name,
                 "discovery": format!("{:?}", pool.discovery),
                 "tls": pool.tls.is_some(),
-                "connections": pool.connections,
+                "connections": pool.connections_per_endpoint(),
                 "connect_timeout_ms": millis(pool.connect_timeout),
                 "keepalive_interval_ms": millis(pool.keepalive_interval),
                 "keepalive_timeout_ms": millis(pool.keepalive_timeout),

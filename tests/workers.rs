@@ -49,7 +49,13 @@ async fn start(config: &Path) -> (tokio::process::Child, SocketAddr) {
     }
 }
 
-fn routes(dir: &Path, upstream: SocketAddr, worker_threads: usize) -> std::path::PathBuf {
+/// `connections` is the upstream's `connections` line (empty: the default).
+fn routes(
+    dir: &Path,
+    upstream: SocketAddr,
+    worker_threads: usize,
+    connections: &str,
+) -> std::path::PathBuf {
     let path = dir.join("routes.toml");
     std::fs::write(
         &path,
@@ -65,7 +71,7 @@ include = ['{proto}']
 
 [upstreams.echo]
 endpoints = ["http://{upstream}"]
-connections = 2
+{connections}
 
 [[routes]]
 service = "testing.v1.EverythingService"
@@ -126,7 +132,7 @@ fn connections_of(upstream: &support::Scripted, prefix: &str) -> BTreeSet<Socket
 async fn each_workers_calls_go_out_on_its_own_upstream_connection() {
     let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 2)).await;
+    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 2, "connections = 2")).await;
 
     // Both stay open, so the second goes to the worker serving fewer.
     let mut first = connect(listen).await;
@@ -164,7 +170,7 @@ async fn each_workers_calls_go_out_on_its_own_upstream_connection() {
 async fn without_workers_one_client_connections_calls_take_turns_over_every_upstream_connection() {
     let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 0)).await;
+    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 0, "connections = 2")).await;
 
     let mut client = connect(listen).await;
     for i in 0..CALLS {
@@ -177,4 +183,37 @@ async fn without_workers_one_client_connections_calls_take_turns_over_every_upst
         [CALLS / 2, CALLS / 2],
         "{per_connection:?}"
     );
+}
+
+#[tokio::test]
+async fn without_a_connections_setting_each_endpoint_keeps_one_connection_per_worker() {
+    let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every slot has made its first dial before the gateway says it listens.
+    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 3, "")).await;
+
+    let mut clients = Vec::new();
+    for c in 0..3 {
+        let mut client = connect(listen).await;
+        echo(&mut client, &format!("client{c}-0")).await;
+        clients.push(client);
+    }
+    for (c, client) in clients.iter_mut().enumerate() {
+        for i in 1..CALLS {
+            echo(client, &format!("client{c}-{i}")).await;
+        }
+    }
+
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    let used: Vec<_> = (0..3)
+        .map(|c| connections_of(&upstream, &format!("client{c}-")))
+        .collect();
+    for (c, connections) in used.iter().enumerate() {
+        assert_eq!(connections.len(), 1, "client {c}: {connections:?}");
+    }
+    let all: BTreeSet<_> = used.into_iter().flatten().collect();
+    assert_eq!(all.len(), 3, "three workers, three upstream connections");
 }

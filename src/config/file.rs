@@ -251,9 +251,10 @@ pub struct UpstreamSection {
     pub dns_servers: Vec<Spanned<String>>,
     /// Endpoints kept under an etcd prefix.
     pub etcd: Option<Spanned<EtcdSection>>,
-    /// Long-lived HTTP/2 connections per endpoint.
-    #[serde(default = "defaults::connections")]
-    pub connections: Spanned<usize>,
+    /// Long-lived HTTP/2 connections per endpoint; unset: one per worker
+    /// thread, at least 2.
+    #[serde(default)]
+    pub connections: Option<Spanned<usize>>,
     /// Default deadline budget of routes on this upstream.
     #[serde(default = "defaults::timeout", deserialize_with = "duration")]
     pub timeout: Duration,
@@ -363,9 +364,6 @@ pub(super) mod defaults {
     use std::time::Duration;
     use toml::Spanned;
 
-    pub(super) fn connections() -> Spanned<usize> {
-        Spanned::new(0..0, 2)
-    }
     pub(super) fn timeout() -> Duration {
         Duration::from_secs(5)
     }

@@ -54,10 +54,12 @@ pub(super) fn compile(
         let tls = tls(name.get_ref(), s, &schemes, base_dir, errors);
         let discovery =
             compile_discovery(name.get_ref(), section, endpoints, tls.is_some(), errors);
-        if *s.connections.get_ref() == 0 {
+        if let Some(connections) = &s.connections
+            && *connections.get_ref() == 0
+        {
             errors.push(
-                ConfigError::at(s.connections.span(), "connections must be at least 1")
-                    .hint("it is the number of HTTP/2 connections kept to each endpoint; the default is 2"),
+                ConfigError::at(connections.span(), "connections must be at least 1")
+                    .hint("it is the number of HTTP/2 connections kept to each endpoint; leave it out for one per worker thread (at least 2)"),
             );
         }
         if *s.max_concurrent_calls.get_ref() == 0 {
@@ -79,7 +81,7 @@ pub(super) fn compile(
             pool: PoolConfig {
                 name: name.get_ref().clone(),
                 discovery,
-                connections: *s.connections.get_ref(),
+                connections: s.connections.as_ref().map(|c| *c.get_ref()),
                 connect_timeout: s.connect_timeout,
                 keepalive_interval: s.keepalive_interval,
                 keepalive_timeout: s.keepalive_timeout,

@@ -62,7 +62,7 @@ impl Endpoint {
         let (stop, _) = watch::channel(false);
         let mut slots = Vec::new();
         let mut first_attempts = Vec::new();
-        for index in 0..config.connections.max(1) {
+        for index in 0..config.connections_per_endpoint() {
             let slot = Arc::new(Slot::new(authority.clone()));
             let (attempted, first_attempt) = oneshot::channel();
             // Slot `index` lives on worker `index % workers`, which its calls prefer.

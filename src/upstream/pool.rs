@@ -31,8 +31,9 @@ pub struct PoolConfig {
     pub name: String,
     /// Where the endpoints come from.
     pub discovery: Discovery,
-    /// Connections per endpoint.
-    pub connections: usize,
+    /// Connections per endpoint; `None`: one per worker thread, at least 2
+    /// (see [`PoolConfig::connections_per_endpoint`]).
+    pub connections: Option<usize>,
     /// Dial timeout.
     pub connect_timeout: Duration,
     /// HTTP/2 PING interval.
@@ -64,6 +65,21 @@ struct Shared {
     config: PoolConfig,
     scheme: Scheme,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+}
+
+// === impl PoolConfig ===
+
+impl PoolConfig {
+    /// The connections each endpoint keeps: `connections` if set, else one
+    /// per worker thread so that every worker has one of its own (see
+    /// [`crate::workers`]), and at least 2 so one lost connection does not
+    /// leave an endpoint without any while it is redialled.
+    pub fn connections_per_endpoint(&self) -> usize {
+        match self.connections {
+            Some(connections) => connections.max(1),
+            None => crate::workers::count().max(2),
+        }
+    }
 }
 
 // === impl Pool ===
