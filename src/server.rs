@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -126,15 +126,6 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // The connection is served on a worker thread's runtime: it leaves
-        // this runtime's reactor here and joins the worker's below.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "accepted connection lost");
-                continue;
-            }
-        };
         let activity = Activity::new(bounds);
         let service = ConnectionService {
             service: service.clone(),
@@ -142,14 +133,8 @@ where
             activity: activity.clone(),
         };
         let (builder, acceptor, stopping) = (builder.clone(), acceptor.clone(), stopping.clone());
-        crate::workers::spawn_connection(async move {
-            let stream = match TcpStream::from_std(stream) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "accepted connection lost");
-                    return;
-                }
-            };
+        // Served on a worker thread's runtime (see `crate::workers`).
+        crate::workers::spawn_connection(stream, move |stream| async move {
             let Some(acceptor) = acceptor else {
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

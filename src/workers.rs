@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
 /// The running workers, once started.
@@ -90,28 +91,40 @@ where
     }
 }
 
-/// Runs one client connection's `serve` on the worker serving the fewest
-/// connections (or on the caller's runtime when there are no workers). The
+/// Runs `serve` on one accepted client connection, on the worker serving
+/// the fewest connections (or on the caller's runtime when there are no
+/// workers). The stream leaves the caller's reactor for the worker's; the
 /// worker's count includes the connection until `serve` returns.
-pub fn spawn_connection<F>(serve: F)
+pub fn spawn_connection<F, Fut>(stream: TcpStream, serve: F)
 where
-    F: Future<Output = ()> + Send + 'static,
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let Some(workers) = WORKERS.get() else {
-        tokio::spawn(serve);
+        tokio::spawn(serve(stream));
         return;
     };
     let fewest =
         (workers.serving.iter().enumerate()).min_by_key(|(_, n)| n.load(Ordering::Relaxed));
     let Some((index, serving)) = fewest else {
-        tokio::spawn(serve);
+        tokio::spawn(serve(stream));
         return;
+    };
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(error = %e, "accepted connection lost");
+            return;
+        }
     };
     serving.fetch_add(1, Ordering::Relaxed);
     let serving = Serving(serving);
     workers.handles[index].spawn(async move {
         let _serving = serving;
-        serve.await;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve(stream).await,
+            Err(e) => tracing::debug!(error = %e, "accepted connection lost"),
+        }
     });
 }
 
