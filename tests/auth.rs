@@ -1169,28 +1169,8 @@ async fn a_revoked_api_key_is_refused_once_the_keys_file_is_rewritten_and_the_co
 #[tokio::test]
 async fn protogate_token_mints_a_token_the_demo_accepts_for_create_book_and_without_the_scope_403()
 {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (bookstore, _) = spawn_bookstore().await;
-    let demo = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
-    let secret = repo.join("examples/demo-jwt.secret");
-    let copy = demo
-        .replace(
-            "\"http://127.0.0.1:50051\"",
-            &format!("\"http://{bookstore}\""),
-        )
-        .replace(
-            "include = [\"proto\"]",
-            &format!("include = [\"{PROTO_DIR}\"]"),
-        )
-        .replace(
-            "secret_file = \"examples/demo-jwt.secret\"",
-            &format!("secret_file = \"{}\"", secret.display()),
-        );
-    assert_ne!(copy, demo, "the demo's endpoint moved; update this test");
-    assert!(copy.contains(&bookstore.to_string()));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &copy).expect("write routes.toml");
+    let (_dir, path) = support::demo_routes(bookstore);
 
     let mint = |scopes: &[&str]| {
         let mut args = vec!["token", "--config", path.to_str().expect("utf-8")];

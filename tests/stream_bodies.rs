@@ -6,62 +6,13 @@
 mod stream_upstream;
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use bytes::Bytes;
-use tokio::io::AsyncBufReadExt as _;
 
 use stream_upstream::*;
 
 const SIZE: usize = 100 << 20;
 /// How far above idle the gateway's peak may go while 100 MB pass.
 const MAX_GROWTH_KB: u64 = 16 << 10;
-
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the gateway binary on 127.0.0.1:0 and returns it with its address.
-async fn start(config: &std::path::Path) -> (Gateway, std::net::SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start protogate");
-    let stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("stderr"))
-        .expect("async stderr");
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let find = async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if parsed["fields"]["message"] == "protogate listening" {
-                return parsed["fields"]["listen"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok());
-            }
-        }
-        None
-    };
-    let listen = tokio::time::timeout(Duration::from_secs(60), find)
-        .await
-        .ok()
-        .flatten()
-        .expect("the gateway says where it listens");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (Gateway(child), listen)
-}
 
 /// (VmRSS, VmHWM) of `pid` in kB.
 fn memory_kb(pid: u32) -> (u64, u64) {
@@ -88,7 +39,7 @@ async fn a_100_mb_download_and_upload_keep_the_gateways_memory_near_idle() {
             "[limits]\nmax_body_bytes = 65536\n\n[server]\n",
         );
     std::fs::write(&config, toml).expect("write config");
-    let (gateway, listen) = start(&config).await;
+    let (gateway, listen) = support::start_binary(&config).await;
     let pid = gateway.0.id();
     let http = reqwest::Client::new();
     let base = format!("http://{listen}");

@@ -8,46 +8,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncBufReadExt;
 
 /// How many calls each client connection makes.
 const CALLS: usize = 12;
-
-/// Starts the binary on `config` and returns it with the address it listens on.
-async fn start(config: &Path) -> (tokio::process::Child, SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start protogate");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("a log line within 30 s")
-            .expect("read stderr")
-            .expect("protogate still running");
-        let line: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if line["fields"]["message"] == "protogate listening" {
-            let listen = line["fields"]["listen"].as_str().expect("listen");
-            // The rest of the log is not read: keep the pipe drained.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return (child, listen.parse().expect("address"));
-        }
-    }
-}
 
 /// `connections` is the upstream's `connections` line (empty: the default).
 fn routes(
@@ -132,7 +99,8 @@ fn connections_of(upstream: &support::Scripted, prefix: &str) -> BTreeSet<Socket
 async fn each_workers_calls_go_out_on_its_own_upstream_connection() {
     let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 2, "connections = 2")).await;
+    let (_gateway, listen) =
+        support::start_binary(&routes(dir.path(), upstream.addr, 2, "connections = 2")).await;
 
     // Both stay open, so the second goes to the worker serving fewer.
     let mut first = connect(listen).await;
@@ -170,7 +138,8 @@ async fn each_workers_calls_go_out_on_its_own_upstream_connection() {
 async fn without_workers_one_client_connections_calls_take_turns_over_every_upstream_connection() {
     let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 0, "connections = 2")).await;
+    let (_gateway, listen) =
+        support::start_binary(&routes(dir.path(), upstream.addr, 0, "connections = 2")).await;
 
     let mut client = connect(listen).await;
     for i in 0..CALLS {
@@ -190,7 +159,7 @@ async fn without_a_connections_setting_each_endpoint_keeps_one_connection_per_wo
     let upstream = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
     // Every slot has made its first dial before the gateway says it listens.
-    let (_gateway, listen) = start(&routes(dir.path(), upstream.addr, 3, "")).await;
+    let (_gateway, listen) = support::start_binary(&routes(dir.path(), upstream.addr, 3, "")).await;
 
     let mut clients = Vec::new();
     for c in 0..3 {

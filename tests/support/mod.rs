@@ -1339,11 +1339,10 @@ pub struct Demo {
     _dir: tempfile::TempDir,
 }
 
-/// The repository's routes.toml, pointed at a demo Bookstore on 127.0.0.1:0,
-/// with a token for its writes.
-pub async fn demo() -> Demo {
+/// The repository's routes.toml, written to a temporary directory with its
+/// Bookstore endpoint at `bookstore` and its paths made absolute.
+pub fn demo_routes(bookstore: SocketAddr) -> (tempfile::TempDir, std::path::PathBuf) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (bookstore, _) = spawn_bookstore().await;
     let shipped = std::fs::read_to_string(repo.join("routes.toml")).expect("routes.toml");
     let routes = shipped
         .replace(
@@ -1368,6 +1367,14 @@ pub async fn demo() -> Demo {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, &routes).expect("write routes.toml");
+    (dir, path)
+}
+
+/// The repository's routes.toml, pointed at a demo Bookstore on 127.0.0.1:0,
+/// with a token for its writes.
+pub async fn demo() -> Demo {
+    let (bookstore, _) = spawn_bookstore().await;
+    let (dir, path) = demo_routes(bookstore);
     let loaded = protogate::config::load(&path).expect("parses");
     let token = protogate::auth::mint::token(
         &loaded,
@@ -1384,4 +1391,54 @@ pub async fn demo() -> Demo {
         gateway,
         _dir: dir,
     }
+}
+
+// === the gateway binary ===
+
+/// The gateway binary, killed when dropped.
+pub struct GatewayBinary(pub std::process::Child);
+
+impl Drop for GatewayBinary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the gateway binary on `config`, listening on 127.0.0.1:0 with
+/// JSON logs, and returns it with the address it says it listens on.
+pub async fn start_binary(config: &Path) -> (GatewayBinary, SocketAddr) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start protogate");
+    let stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("stderr"))
+        .expect("async stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let find = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if parsed["fields"]["message"] == "protogate listening" {
+                return parsed["fields"]["listen"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok());
+            }
+        }
+        None
+    };
+    let listen = tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .ok()
+        .flatten()
+        .expect("the gateway says where it listens");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (GatewayBinary(child), listen)
 }
