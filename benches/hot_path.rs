@@ -155,6 +155,27 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // The request alone, straight to wire bytes and through DynamicMessage.
+    let create_path = normalize("/v1/shelves/1/books").expect("valid");
+    let create = table.find(&Method::POST, &create_path).expect("route");
+    let create_input = || HttpInput {
+        captures: &create.captures,
+        query: None,
+        content_type: Some(&json),
+        body: body.clone(),
+        max_json_depth: 64,
+        multipart: None,
+    };
+    let create_plan = &plans.get(create.binding).transcode;
+    c.bench_function("create_book/request_only", |b| {
+        b.iter(|| black_box(transcode::request(create_plan, create_input()).expect("request")))
+    });
+    c.bench_function("create_book/request_only_general", |b| {
+        b.iter(|| {
+            black_box(transcode::request::general(create_plan, create_input()).expect("request"))
+        })
+    });
+
     let path = normalize("/v1/shelves/1/books/2").expect("valid");
     c.bench_function("get_book/route_only", |b| {
         b.iter(|| black_box(table.find(&Method::GET, black_box(&path)).expect("route")))

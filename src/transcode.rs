@@ -8,6 +8,7 @@ pub mod body_json;
 pub mod error;
 pub mod field_mask;
 pub mod field_path;
+pub mod json_wire;
 pub mod multipart;
 pub mod plan;
 pub mod query;

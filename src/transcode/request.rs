@@ -10,9 +10,9 @@ use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, Value
 use super::TranscodeError;
 use super::multipart::{self, MultipartLimits};
 use super::plan::{BodyRule, Plan};
-use super::{FieldPath, body_json, field_mask, query, text};
+use super::{FieldPath, body_json, field_mask, json_wire, query, text};
 use crate::headers::OCTET_STREAM;
-use crate::upstream::grpc::frame;
+use crate::upstream::grpc::{frame, try_frame};
 
 /// The body media types a binding with a body accepts (besides raw bytes
 /// for google.api.HttpBody).
@@ -38,6 +38,80 @@ pub struct HttpInput<'a> {
 
 /// Builds and frames the request message for the binding `plan` describes.
 pub fn request(plan: &Plan, input: HttpInput<'_>) -> Result<Bytes, TranscodeError> {
+    if let Some(framed) = straight_to_wire(plan, &input) {
+        return Ok(framed);
+    }
+    general(plan, input)
+}
+
+/// The framed request written straight from the JSON body and the path
+/// variables ([`json_wire`]), when nothing else feeds the message and the
+/// body is one it writes; the same message [`general`] builds.
+fn straight_to_wire(plan: &Plan, input: &HttpInput<'_>) -> Option<Bytes> {
+    if input.query.is_some_and(|q| !q.is_empty()) || plan.takes_http_body() {
+        return None;
+    }
+    let field = match &plan.body {
+        BodyRule::None if !input.body.is_empty() => return None,
+        BodyRule::None | BodyRule::Whole => None,
+        BodyRule::Field(path) => Some(path),
+    };
+    // A form is read as one even when empty; only JSON (or nothing) here.
+    let bare = input.body.is_empty() && input.content_type.is_none();
+    if !bare && check_json_content_type(input.content_type).is_err() {
+        return None;
+    }
+    let mut bound = [0u32; 8];
+    let bound = bound_by_variables(plan, field, &mut bound)?;
+    let target = json_wire::Target {
+        message: &plan.method.input(),
+        field,
+        bound,
+        max_depth: input.max_json_depth,
+    };
+    try_frame(
+        |buf| {
+            if !input.body.is_empty() {
+                json_wire::encode(&target, &input.body, buf)?;
+            }
+            for (index, value) in input.captures {
+                let Some(path) = plan.variables.get(*index) else {
+                    continue;
+                };
+                let parsed = text::parse(&path.leaf().kind(), value).ok()?;
+                json_wire::encode_path_value(path, &parsed, buf)?;
+            }
+            Some(())
+        },
+        input.body.len() + 16,
+    )
+}
+
+/// The numbers of the fields at the body's top level that path variables
+/// set, written into `out`; `None` when a variable is the body field itself
+/// or there are more than `out` holds.
+fn bound_by_variables<'a>(
+    plan: &Plan,
+    body: Option<&FieldPath>,
+    out: &'a mut [u32; 8],
+) -> Option<&'a [u32]> {
+    let mut count = 0;
+    for variable in &plan.variables {
+        let at = match body {
+            None => 0,
+            Some(path) if variable == path => return None,
+            Some(path) if variable.is_within(path) => path.fields().len(),
+            Some(_) => continue,
+        };
+        *out.get_mut(count)? = variable.fields().get(at)?.number();
+        count += 1;
+    }
+    Some(&out[..count])
+}
+
+/// Builds the request message field by field on a `DynamicMessage`: every
+/// body, query and variable form, with the precise error for each refusal.
+pub fn general(plan: &Plan, input: HttpInput<'_>) -> Result<Bytes, TranscodeError> {
     let descriptor = plan.method.input();
     let mut message = match &plan.body {
         BodyRule::None if !input.body.is_empty() => {

@@ -63,6 +63,19 @@ pub fn frame(encode: impl FnOnce(&mut BytesMut), size_hint: usize) -> Bytes {
     buf.freeze()
 }
 
+/// Frames a message whose encoder may give up (`None`), as [`frame`].
+pub fn try_frame(
+    encode: impl FnOnce(&mut BytesMut) -> Option<()>,
+    size_hint: usize,
+) -> Option<Bytes> {
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + size_hint);
+    buf.put_bytes(0, PREFIX_LEN);
+    encode(&mut buf)?;
+    let len = u32::try_from(buf.len() - PREFIX_LEN).ok()?;
+    buf[1..PREFIX_LEN].copy_from_slice(&len.to_be_bytes());
+    Some(buf.freeze())
+}
+
 /// How one attempt failed, and whether the upstream provably did not
 /// process it (so that trying again cannot repeat its work).
 #[derive(Debug)]
