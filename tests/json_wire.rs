@@ -13,7 +13,7 @@ use protogate::route::path::normalize;
 use protogate::snapshot::Compiled;
 use protogate::transcode::json_wire::{Target, encode};
 use protogate::transcode::request::{HttpInput, general};
-use protogate::transcode::{self, body_json};
+use protogate::transcode::{self, body_json, query};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -258,14 +258,18 @@ type BothWays = (
     Result<Bytes, transcode::TranscodeError>,
 );
 
-fn both_ways(compiled: &Compiled, method: Method, path: &str, body: &str) -> BothWays {
+fn both_ways(compiled: &Compiled, method: Method, target: &str, body: &str) -> BothWays {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
     let path = normalize(path).expect("valid path");
     let found = compiled.routes.find(&method, &path).expect("route");
     let plan = &compiled.plans.get(found.binding).transcode;
     let json = HeaderValue::from_static("application/json");
     let input = || HttpInput {
         captures: &found.captures,
-        query: None,
+        query,
         content_type: Some(&json),
         body: Bytes::copy_from_slice(body.as_bytes()),
         max_json_depth: 64,
@@ -306,13 +310,35 @@ fn bookstore_requests_match_with_path_variables_and_body_fields() {
             "/v1/shelves",
             r#"{"theme":"Rust"}"#.to_string(),
         ),
+        (
+            Method::GET,
+            "/v1/shelves/7/books?pageSize=10&page_token=a%20b+c",
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/v1/shelves/7/books?page_size=0&page_token=",
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/v1/books:search?query=rust&genres=GENRE_FICTION&genres=2&genres=0&inStockOnly=true",
+            String::new(),
+        ),
+        (
+            Method::GET,
+            "/v1/books:search?publishedAfter=2024-03-01T12:00:00Z",
+            String::new(),
+        ),
+        (Method::GET, "/v1/books:search?&&query=", String::new()),
     ];
     for (method, path, body) in cases {
         let (fast, general) = both_ways(&compiled, method.clone(), path, &body);
         let (fast, general) = (fast.expect("transcodes"), general.expect("transcodes"));
+        let route = path.split('?').next().unwrap_or(path);
         let found = compiled
             .routes
-            .find(&method, &normalize(path).expect("valid"))
+            .find(&method, &normalize(route).expect("valid"))
             .expect("route");
         let input = compiled.plans.get(found.binding).transcode.method.input();
         let decode = |framed: Bytes| {
@@ -349,6 +375,19 @@ fn bodies_the_wire_path_declines_get_the_general_paths_errors() {
             "/v1/shelves/7/books/9:publish",
             r#"{"shelf":"8"}"#,
         ),
+        (
+            Method::GET,
+            "/v1/shelves/7/books?pageSize=1&page_size=2",
+            "",
+        ),
+        (Method::GET, "/v1/shelves/7/books?shelf=8", ""),
+        (Method::GET, "/v1/shelves/7/books?pageSize=ten", ""),
+        (Method::GET, "/v1/books:search?genres=BOGUS", ""),
+        (Method::GET, "/v1/books:search?query=%zz", ""),
+        (Method::POST, "/v1/shelves/7/books?book.title=x", "{}"),
+        // Unknown parameters are refused unless the route ignores them.
+        (Method::GET, "/v1/shelves/7/books?api_key=k", ""),
+        (Method::POST, "/v1/shelves/7/books?title=x", "{}"),
     ];
     for (method, path, body) in cases {
         let (fast, general) = both_ways(&compiled, method.clone(), path, body);
@@ -364,4 +403,25 @@ fn the_bookstore_create_body_takes_the_wire_path() {
     let book = pool.get_message_by_name("bookstore.v1.Book").expect("Book");
     let body = br#"{"title":"Designing Data-Intensive Gateways","author":"Grace B. Liskov-Knuth","genre":"GENRE_NONFICTION","pageCount":"512","tags":["api","http"],"publishTime":"2024-03-01T12:00:00Z","rating":4.25,"inStock":true}"#;
     assert!(same_message(&book, body));
+}
+
+#[test]
+fn plain_query_parameters_take_the_wire_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let compiled = bookstore(dir.path());
+    let plan_of = |method: &Method, path: &str| {
+        let found = (compiled.routes)
+            .find(method, &normalize(path).expect("valid"))
+            .expect("route");
+        compiled.plans.get(found.binding).transcode.clone()
+    };
+    let list = plan_of(&Method::GET, "/v1/shelves/7/books");
+    let search = plan_of(&Method::GET, "/v1/books:search");
+    let mut buf = BytesMut::new();
+    assert!(query::to_wire(&list, "pageSize=10&page_token=abc", &mut buf).is_some());
+    assert!(query::to_wire(&search, "genres=GENRE_FICTION&genres=2&query=a+b", &mut buf).is_some());
+    // Given twice, bound by the path, or a well-known type: the general path's.
+    assert!(query::to_wire(&list, "pageSize=1&page_size=2", &mut buf).is_none());
+    assert!(query::to_wire(&list, "shelf=8", &mut buf).is_none());
+    assert!(query::to_wire(&search, "publishedAfter=2024-03-01T12:00:00Z", &mut buf).is_none());
 }

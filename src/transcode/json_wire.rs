@@ -108,6 +108,26 @@ pub fn encode_path_value(path: &FieldPath, value: &Value, buf: &mut BytesMut) ->
     Some(())
 }
 
+/// Appends `value` (parsed from a query parameter) as field `field` of the
+/// request message: one element record for a repeated field, else the
+/// field unless it holds its default without presence. `None` for a value
+/// this module does not write (a message, a map).
+pub fn encode_field_value(
+    field: &FieldDescriptor,
+    value: &Value,
+    buf: &mut BytesMut,
+) -> Option<()> {
+    let kind = field.kind();
+    if field.is_map() || matches!(kind, Kind::Message(_)) {
+        return None;
+    }
+    let scalar = Scalar::from_value(value)?;
+    if field.is_list() || field.supports_presence() || !scalar.is_default() {
+        scalar::write_field(field.number(), &kind, &scalar, buf);
+    }
+    Some(())
+}
+
 /// Whether a message's JSON object maps field by field onto its wire form.
 fn writes_directly(descriptor: &MessageDescriptor) -> bool {
     descriptor.parent_file().syntax() == Syntax::Proto3

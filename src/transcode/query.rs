@@ -8,13 +8,13 @@
 
 use std::borrow::Cow;
 
+use bytes::BytesMut;
 use percent_encoding::percent_decode;
 use prost_reflect::{DynamicMessage, ReflectMessage};
 
-use super::FieldPath;
-use super::TranscodeError;
 use super::assign::{self, Source};
 use super::plan::{BodyRule, Plan};
+use super::{FieldPath, TranscodeError, json_wire, text};
 
 const IN_QUERY: &str = " in the query string";
 
@@ -70,6 +70,44 @@ pub fn apply(message: &mut DynamicMessage, plan: &Plan, query: &str) -> Result<(
         assign::text(message, &path, &value, &mut seen_singular, Source::Query)?;
     }
     Ok(())
+}
+
+/// Appends the query's fields to a request message being written as wire
+/// bytes ([`super::json_wire`]), for the plain cases only: each key one
+/// top-level scalar or enum field outside any oneof, bound by neither the
+/// path nor the body, a singular one given once. `None` for anything else:
+/// the caller then builds the message the general way, with [`apply`].
+pub fn to_wire(plan: &Plan, query: &str, buf: &mut BytesMut) -> Option<()> {
+    if matches!(plan.body, BodyRule::Whole) {
+        return None;
+    }
+    let descriptor = plan.method.input();
+    let mut singular = [0u32; 16];
+    let mut given = 0;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(raw_key).ok()?;
+        if plan.reserved_query.iter().any(|r| *r == key) {
+            continue;
+        }
+        let field = (descriptor.get_field_by_name(&key))
+            .or_else(|| descriptor.get_field_by_json_name(&key))?;
+        let bound = |path: &FieldPath| path.fields().first() == Some(&field);
+        let bound_by_body = matches!(&plan.body, BodyRule::Field(body) if bound(body));
+        if field.containing_oneof().is_some() || bound_by_body || plan.variables.iter().any(bound) {
+            return None;
+        }
+        if !field.is_list() {
+            if singular[..given].contains(&field.number()) {
+                return None;
+            }
+            *singular.get_mut(given)? = field.number();
+            given += 1;
+        }
+        let parsed = text::parse(&field.kind(), &decode(raw_value).ok()?).ok()?;
+        json_wire::encode_field_value(&field, &parsed, buf)?;
+    }
+    Some(())
 }
 
 /// Percent-decodes a query component; `+` means space (HTML form encoding).

@@ -44,11 +44,11 @@ pub fn request(plan: &Plan, input: HttpInput<'_>) -> Result<Bytes, TranscodeErro
     general(plan, input)
 }
 
-/// The framed request written straight from the JSON body and the path
-/// variables ([`json_wire`]), when nothing else feeds the message and the
-/// body is one it writes; the same message [`general`] builds.
+/// The framed request written straight from the JSON body, the path
+/// variables and the query ([`json_wire`], [`query::to_wire`]), when each
+/// is one they write; the same message [`general`] builds.
 fn straight_to_wire(plan: &Plan, input: &HttpInput<'_>) -> Option<Bytes> {
-    if input.query.is_some_and(|q| !q.is_empty()) || plan.takes_http_body() {
+    if plan.takes_http_body() {
         return None;
     }
     let field = match &plan.body {
@@ -81,7 +81,10 @@ fn straight_to_wire(plan: &Plan, input: &HttpInput<'_>) -> Option<Bytes> {
                 let parsed = text::parse(&path.leaf().kind(), value).ok()?;
                 json_wire::encode_path_value(path, &parsed, buf)?;
             }
-            Some(())
+            match input.query.filter(|q| !q.is_empty()) {
+                Some(query) => query::to_wire(plan, query, buf),
+                None => Some(()),
+            }
         },
         input.body.len() + 16,
     )
