@@ -440,6 +440,20 @@ async fn serve(
                 &plan.cache.vary_names,
                 &parts.headers,
             );
+            if let Some(entry) = cache.fresh(&key) {
+                // A fresh hit: no surrogate keys, refresh or fetch to build.
+                let age = Some(entry.age());
+                observed.cache = Some(CacheStatus::Hit);
+                return respond(
+                    plan,
+                    &parts,
+                    &found.captures,
+                    personal,
+                    entry.answer.clone(),
+                    Some(CacheStatus::Hit),
+                    age,
+                );
+            }
             let freshness = response_cache::Freshness {
                 fresh_for: plan.cache.fresh_for,
                 stale_while_revalidate: plan.cache.stale_while_revalidate,

@@ -172,6 +172,12 @@ impl ResponseCache {
         self.max_bytes
     }
 
+    /// The entry under `key` if it is fresh: a hit needs no fetch, no
+    /// refresh and no wait, so a caller that finds one skips preparing them.
+    pub fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
+        self.entries.get(key).filter(|entry| entry.is_fresh())
+    }
+
     /// Serves `key`: from a fresh entry, from a stale one while `refresh`
     /// runs in the background, or by one coalesced call of `fetch`.
     pub async fn serve<E, F, Fut, R, RFut>(

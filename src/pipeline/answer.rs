@@ -76,15 +76,40 @@ pub(super) fn allow(methods: &[Method]) -> Response {
 }
 
 /// One `Server-Timing` metric (milliseconds, as browsers' devtools expect).
-/// Written on the stack: every answer carries one or two of these.
+/// Written on the stack: every answer carries one or two of these. Tenths
+/// of a millisecond are counted in integers: formatting a float with a
+/// precision took a few thousand instructions, a tenth of a cache hit.
 pub(super) fn server_timing(name: &str, elapsed: std::time::Duration) -> HeaderValue {
     use std::io::Write as _;
+    let tenths = (elapsed.as_nanos() + 50_000) / 100_000;
     let mut text = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let written = write!(cursor, "{name};dur={:.1}", elapsed.as_secs_f64() * 1000.0);
+    let written = write!(cursor, "{name};dur={}.{}", tenths / 10, tenths % 10);
     let len = usize::try_from(cursor.position()).unwrap_or(0);
     written
         .ok()
         .and_then(|()| HeaderValue::from_bytes(&text[..len]).ok())
         .unwrap_or(HeaderValue::from_static("gateway"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn server_timing_is_in_milliseconds_to_a_tenth() {
+        let cases = [
+            (Duration::ZERO, "gw;dur=0.0"),
+            (Duration::from_micros(49), "gw;dur=0.0"),
+            (Duration::from_micros(50), "gw;dur=0.1"),
+            (Duration::from_micros(1_234), "gw;dur=1.2"),
+            (Duration::from_micros(1_250), "gw;dur=1.3"),
+            (Duration::from_millis(12_345), "gw;dur=12345.0"),
+        ];
+        for (elapsed, expected) in cases {
+            assert_eq!(server_timing("gw", elapsed), expected, "{elapsed:?}");
+        }
+    }
 }
