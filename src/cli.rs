@@ -1,6 +1,5 @@
 //! The command line: `serve`, `check`, `demo`, `token` and `openapi`. Logs go to stderr.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +28,11 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Log lines queued for the writer thread; past this, new lines are
+    /// dropped and counted (`protogate_log_lines_dropped_total`) rather than
+    /// holding up requests. 0 writes each line as it is logged.
+    #[arg(long, default_value_t = crate::logging::DEFAULT_BUFFER_LINES, global = true)]
+    pub log_buffer_lines: usize,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -117,7 +121,9 @@ pub enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Held to the end: dropping it flushes the log lines still queued.
+    let json = matches!(cli.log_format, LogFormat::Json);
+    let _log_writer = crate::logging::init(json, cli.log_buffer_lines);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -165,22 +171,6 @@ pub fn main() -> ExitCode {
 
 /// The most the exit waits for blocking tasks once serving has ended.
 const EXIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal: in a file, a pipe or a
-    // log collector they are noise (NO_COLOR turns them off everywhere).
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 /// Loads and compiles routes.toml, printing every diagnostic on failure.
 /// With `fetch_keys`, JWKS URLs start fetching (serving); without, they are only checked.

@@ -36,6 +36,7 @@ pub mod grpc_web;
 pub mod headers;
 pub mod idempotency;
 pub mod limits;
+pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod openapi;

@@ -12,6 +12,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("backoff", &[]),
     ("descriptors", &[]),
     ("workers", &[]),
+    ("logging", &[]),
     ("config", &["headers"]),
     ("route", &["headers"]),
     ("upstream", &["backoff", "workers", "headers"]),
@@ -124,6 +125,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "metrics",
         &[
+            "logging",
             "auth",
             "response_cache",
             "snapshot",

@@ -215,3 +215,108 @@ auth = "api_key"
     assert_ne!(fields["span_id"], "00f067aa0ba902b7");
     child.kill().await.expect("kill");
 }
+
+/// Reads JSON log lines until both listeners have said where they are;
+/// returns (public, admin) addresses. Reading stops there.
+async fn listening_addresses(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) -> (String, String) {
+    let (mut public, mut admin) = (None, None);
+    while public.is_none() || admin.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a log line within 30 s")
+            .expect("read stderr")
+            .expect("protogate still running");
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let listen = line["fields"]["listen"].as_str().map(str::to_string);
+        match line["fields"]["message"].as_str() {
+            Some("protogate listening") => public = listen,
+            Some("admin listener up") => admin = listen,
+            _ => {}
+        }
+    }
+    (public.unwrap_or_default(), admin.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_log_reader_that_stops_costs_dropped_lines_not_stalled_requests() {
+    let echo = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("routes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+access_log = true
+
+[admin]
+listen = "127.0.0.1:0"
+
+[proto]
+files = ["testing/v1/everything.proto"]
+include = ['{proto}']
+
+[upstreams.echo]
+endpoints = ["http://{addr}"]
+
+[[routes]]
+service = "testing.v1.EverythingService"
+upstream = "echo"
+auth = "none"
+"#,
+            proto = support::PROTO_DIR,
+            addr = echo.addr,
+        ),
+    )
+    .expect("write routes.toml");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--log-format", "json", "--log-buffer-lines", "16"])
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start protogate");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let (public, admin) = listening_addresses(&mut lines).await;
+
+    // Nobody reads stderr from here on: the pipe (64 KiB), the writer's
+    // buffer (64 KiB) and the 16-line queue fill after some hundreds of
+    // access log lines. Every request must still be answered.
+    let client = reqwest::Client::new();
+    for i in 0..2000 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            client
+                .get(format!("http://{public}/v1/echo?stringValue=n{i}"))
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} was held up by its log line"))
+        .expect("send");
+        assert_eq!(response.status(), 200, "request {i}");
+    }
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("protogate_log_lines_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped-lines counter in:\n{metrics}"));
+    // 2000 lines of ~400 bytes are 800 KB: far more than the pipe, the
+    // buffer and the queue hold together.
+    assert!(dropped > 1000, "only {dropped} lines dropped");
+    drop(lines);
+}

@@ -263,6 +263,15 @@ impl Live {
                 )],
             )?;
         }
+        encode_family(
+            encoder,
+            (
+                "log_lines_dropped",
+                "Log lines dropped because the writer fell behind",
+                MetricType::Counter,
+            ),
+            [(none.clone(), crate::logging::dropped_lines())],
+        )?;
         if let Some(rss) = resident_bytes() {
             encode_family(
                 encoder,
