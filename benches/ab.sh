@@ -8,6 +8,7 @@
 #
 #   benches/ab.sh old/protogate target/release/protogate
 #   ROUNDS=5 DURATION=10 benches/ab.sh A B C
+#   ACCESS_LOG=true benches/ab.sh A B     # with the access log's lines written
 #
 # Needs the harness set up (benches/compare.sh does it once) and wrk.
 # Everything binds 127.0.0.1 and stops by itself.
@@ -16,18 +17,23 @@ BENCH_DIR="${BENCH_DIR:-$HOME/gwbench}"
 ROUNDS="${ROUNDS:-3}"; DURATION="${DURATION:-8}"; CONNS="${CONNS:-64}"
 URL="${URL:-http://127.0.0.1:8090/v1/shelves/1/books/2}"
 [ "$#" -ge 2 ] || { echo "usage: $0 BIN BIN [BIN...]" >&2; exit 2; }
+# ACCESS_LOG=true lets the access log's lines through (compare.sh's config
+# has it on), into a file as a deployment would keep them.
+GW_LOG=warn
+[ "${ACCESS_LOG:-false}" = true ] && GW_LOG=warn,protogate::access=info
+LOG_FILE=$(mktemp)
 [ -f "$BENCH_DIR/gen/protogate.toml" ] || { echo "run benches/compare.sh once first" >&2; exit 2; }
 
 "$BENCH_DIR/upstream/target/release/bench-upstream" --grpc 127.0.0.1:50051 --http 127.0.0.1:50052 \
   >/dev/null 2>&1 & UP_PID=$!
 GW_PID=""
-trap 'kill $UP_PID $GW_PID 2>/dev/null || true' EXIT
+trap 'kill $UP_PID $GW_PID 2>/dev/null || true; rm -f "$LOG_FILE"' EXIT
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 for round in $(seq "$ROUNDS"); do
   for bin in "$@"; do
-    (cd "$BENCH_DIR/gen" && RUST_LOG=warn exec "$bin" serve --config protogate.toml) & GW_PID=$!
+    (cd "$BENCH_DIR/gen" && RUST_LOG="$GW_LOG" exec "$bin" serve --config protogate.toml 2>>"$LOG_FILE") & GW_PID=$!
     for _ in $(seq 100); do curl -sf -o /dev/null "$URL" && break; sleep 0.1; done
     wrk -t2 -c"$CONNS" -d2s "$URL" >/dev/null   # warm-up, discarded
     before=$(cpu_ticks "$GW_PID")
