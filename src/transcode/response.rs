@@ -24,28 +24,35 @@ pub struct HttpReply {
 
 /// Decodes `message` (the output type of the plan's method) and renders it.
 pub fn response(plan: &Plan, message: Bytes) -> Result<HttpReply, TranscodeError> {
-    // A `Location` template reads the decoded message, so only answers
-    // without one go straight from the wire.
     if plan.response_body.is_none()
-        && plan.success.location.is_none()
         && let Some(body) = straight_from_wire(plan, &message)
     {
+        // A `Location` template reads the decoded message; the body still
+        // comes straight from the wire.
+        let location = match &plan.success.location {
+            Some(template) => template.render(&decode(plan, message)?),
+            None => None,
+        };
         return Ok(HttpReply {
             body: body.into(),
             content_type: CONTENT_TYPE_JSON,
-            location: None,
+            location,
         });
     }
-    let decoded = DynamicMessage::decode(plan.method.output(), message).map_err(|e| {
-        TranscodeError::UndecodableResponse {
-            message_type: plan.method.output().full_name().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let decoded = decode(plan, message)?;
     let location = (plan.success.location.as_ref()).and_then(|template| template.render(&decoded));
     let mut reply = render(plan, &decoded)?;
     reply.location = location;
     Ok(reply)
+}
+
+fn decode(plan: &Plan, message: Bytes) -> Result<DynamicMessage, TranscodeError> {
+    DynamicMessage::decode(plan.method.output(), message).map_err(|e| {
+        TranscodeError::UndecodableResponse {
+            message_type: plan.method.output().full_name().to_string(),
+            reason: e.to_string(),
+        }
+    })
 }
 
 fn render(plan: &Plan, decoded: &DynamicMessage) -> Result<HttpReply, TranscodeError> {
