@@ -124,17 +124,7 @@ auth = "api_key"
         ),
     )
     .expect("write routes.toml");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start protogate");
+    let mut child = serve_with_json_logs(&config, &[]);
     let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
     // Every line is JSON; waits are bounded by the child's own output.
     let mut next_json = async || -> serde_json::Value {
@@ -271,17 +261,7 @@ auth = "none"
         ),
     )
     .expect("write routes.toml");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["serve", "--log-format", "json", "--log-buffer-lines", "16"])
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start protogate");
+    let mut child = serve_with_json_logs(&config, &["--log-buffer-lines", "16"]);
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
     let (public, admin) = listening_addresses(&mut lines).await;
@@ -319,4 +299,21 @@ auth = "none"
     // buffer and the queue hold together.
     assert!(dropped > 1000, "only {dropped} lines dropped");
     drop(lines);
+}
+
+/// `protogate serve` on `config` (plus `extra` arguments), listening on
+/// 127.0.0.1:0, its JSON logs at `info` on a piped stderr.
+fn serve_with_json_logs(config: &Path, extra: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start protogate")
 }
