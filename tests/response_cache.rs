@@ -96,6 +96,34 @@ async fn different_queries_are_different_entries_and_query_order_does_not_matter
     assert_eq!(scripted.call_count(), 2);
 }
 
+/// The `Server-Timing` metric names of an answer, in order.
+fn timing_names(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("server-timing")
+        .iter()
+        .flat_map(|v| v.to_str().expect("ASCII").split(','))
+        .map(|metric| metric.trim().split(';').next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cache_hit_reports_no_upstream_time() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"30s\"")).await;
+    let miss = get(&gateway, "stringValue=t").await;
+    assert_eq!(miss.headers()["x-cache"], "miss");
+    assert_eq!(timing_names(&miss), ["upstream", "gateway"]);
+    let hit = get(&gateway, "stringValue=t").await;
+    assert_eq!(hit.headers()["x-cache"], "hit");
+    assert_eq!(
+        timing_names(&hit),
+        ["gateway"],
+        "the stored upstream time was the first request's, not this one's"
+    );
+    assert_eq!(scripted.call_count(), 1);
+}
+
 #[tokio::test]
 async fn stale_answer_is_served_while_one_background_refresh_runs() {
     let scripted = spawn_scripted(pool(), Reply::Echo).await;

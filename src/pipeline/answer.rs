@@ -20,7 +20,10 @@ pub(super) fn respond(
     let headers = response.headers_mut();
     *headers = answer.headers;
     headers.insert(header::CONTENT_TYPE, answer.content_type);
-    if !answer.upstream_time.is_zero() {
+    // An answer from the cache made no upstream call for this request; the
+    // stored duration was another request's (as for an idempotent replay).
+    let called_upstream = matches!(cache_status, None | Some(CacheStatus::Miss));
+    if called_upstream && !answer.upstream_time.is_zero() {
         headers.insert(
             SERVER_TIMING,
             server_timing("upstream", answer.upstream_time),
