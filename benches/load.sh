@@ -3,6 +3,8 @@
 # keep-alive) and the same GetBook made directly in gRPC to the same upstream
 # (h2load), in one run. Prints throughput, p50, p99 and the gateway's CPU
 # time per request (user+sys of the gateway process over the measured window).
+# With nginx installed it ends with nginx answering the cache hit's bytes from
+# memory: the floor under the cache-hit row (one HTTP/1.1 answer, nothing else).
 #
 #   benches/load.sh                  # DURATION=10 CONNS=64 by default
 #   DURATION=20 CONNS=128 benches/load.sh
@@ -36,7 +38,8 @@ if [ -z "${BIN:-}" ]; then
   BIN="${CARGO_TARGET_DIR:-target}/release/protogate"
 fi
 WORK="$(mktemp -d)"
-trap 'kill $GW_PID $CACHED_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+NGINX_PID=""
+trap 'kill $GW_PID $CACHED_PID $UP_PID $NGINX_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
     -e "s|http://127.0.0.1:50051|http://127.0.0.1:$UP_PORT|" \
@@ -66,7 +69,13 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"title":"Designing Data-Intensive Gateways","author":"Grace B. Liskov-Knuth","isbn":"978-0-13-468599-1","genre":"GENRE_NONFICTION","pageCount":"512","tags":["api","http","grpc","json"],"publishTime":"2024-03-01T12:00:00Z","description":"Posted by wrk to measure JSON request decoding and transcoding.","rating":4.25,"inStock":true}'
 LUA
 
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+cpu_ticks() { # user+sys of a process and its children (nginx's workers)
+  local total=0 c
+  for c in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    total=$((total + $(awk '{print $14+$15}' "/proc/$c/stat")))
+  done
+  echo "$total"
+}
 TCK=$(getconf CLK_TCK)
 
 # Warm-up (discarded).
@@ -92,7 +101,7 @@ run_wrk() { # name url [script] [pid]
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   local cpu_us
   cpu_us=$(awk -v a="$before" -v b="$after" -v t="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (b-a)/t*1e6/n}')
-  printf '%-22s %10s req/s  p50 %8s  p99 %8s  gateway CPU %6s us/req\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
+  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
 }
 
 run_h2load() { # name
@@ -102,7 +111,7 @@ run_h2load() { # name
   rps=$(awk '/^finished in/ {print $4}' <<<"$out")
   # h2load's log: start time, status, duration in µs.
   read -r p50 p99 < <(awk '{print $3}' "$WORK/h2.log" | sort -n | awk '{a[NR]=$1} END {printf "%.2fms %.2fms\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}')
-  printf '%-22s %10s req/s  p50 %8s  p99 %8s\n' "$1" "$rps" "$p50" "$p99"
+  printf '%-24s %10s req/s  p50 %8s  p99 %8s\n' "$1" "$rps" "$p50" "$p99"
 }
 
 echo "protogate load test: ${DURATION}s each, ${CONNS} connections, ${THREADS} threads"
@@ -114,3 +123,31 @@ sed -i "s|^wrk.headers\[\"Content-Type\"\].*|&\nwrk.headers[\"Authorization\"] =
 run_wrk "gateway POST CreateBook" "http://127.0.0.1:$GW_PORT/v1/shelves/1/books" "$WORK/post.lua"
 curl -sf "http://127.0.0.1:$((GW_PORT + 1))/v1/shelves/1/books/2" >/dev/null
 run_wrk "gateway GET cache hit" "http://127.0.0.1:$((GW_PORT + 1))/v1/shelves/1/books/2" "" "$CACHED_PID"
+
+# The floor under the cache hit: nginx answering the same bytes from memory,
+# one HTTP/1.1 answer over loopback and nothing else (if nginx is installed).
+if command -v nginx >/dev/null; then
+  mkdir -p "$WORK/nginx/tmp"
+  hit=$(curl -sf "http://127.0.0.1:$((GW_PORT + 1))/v1/shelves/1/books/2")
+  cat > "$WORK/nginx/nginx.conf" <<NGINX
+worker_processes $THREADS;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/tmp;
+  proxy_temp_path $WORK/nginx/tmp;
+  fastcgi_temp_path $WORK/nginx/tmp;
+  uwsgi_temp_path $WORK/nginx/tmp;
+  scgi_temp_path $WORK/nginx/tmp;
+  server {
+    listen 127.0.0.1:$((GW_PORT + 2));
+    location / { default_type application/json; return 200 '$hit'; }
+  }
+}
+NGINX
+  nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' & NGINX_PID=$!
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$((GW_PORT + 2))/" && break; sleep 0.1; done
+  run_wrk "nginx static (floor)" "http://127.0.0.1:$((GW_PORT + 2))/" "" "$NGINX_PID"
+fi
