@@ -100,3 +100,15 @@ pub fn is_forwardable(name: &str) -> bool {
         || HOP_BY_HOP.contains(&name)
         || gateway_owned.contains(&name))
 }
+
+/// `value`, marked to go out as a never-indexed literal in HTTP/2 (RFC 7541
+/// §6.2.3; h2 does so for values marked sensitive). For values new on every
+/// message (a request id, a trace parent, a duration, a deadline): indexed,
+/// each message would insert them into the connection's HPACK table only to
+/// evict the entries every message repeats (content type, cache policy,
+/// authority), which would then go out as literals again too. HTTP/1.1
+/// ignores the mark.
+pub fn per_message(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}

@@ -241,9 +241,10 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     if observed.rate_limit_fell_back {
         gateway.metrics.rate_limits().fell_back();
     }
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, request_id.clone());
+    response.headers_mut().insert(
+        X_REQUEST_ID,
+        crate::headers::per_message(request_id.clone()),
+    );
     response
         .headers_mut()
         .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));

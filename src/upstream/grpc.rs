@@ -22,6 +22,7 @@ use super::error::{CallError, TransportError};
 use super::status::{self, StatusError};
 use crate::headers::{
     CONTENT_TYPE_GRPC, GRPC_PREVIOUS_RPC_ATTEMPTS, GRPC_STATUS, GRPC_TIMEOUT, TE, TE_TRAILERS,
+    TRACEPARENT, X_REQUEST_ID,
 };
 
 /// Length of the gRPC message prefix: 1 flag byte + 4 length bytes.
@@ -122,6 +123,10 @@ impl UnaryRequest {
     }
 }
 
+/// Metadata whose value is new on every call; with `grpc-timeout` it goes
+/// out never-indexed ([`crate::headers::per_message`]).
+const PER_CALL: [http::HeaderName; 2] = [X_REQUEST_ID, TRACEPARENT];
+
 /// What every gRPC request's head carries, unary or streaming.
 pub(super) struct CallHead<'a> {
     pub(super) path: &'a http::uri::PathAndQuery,
@@ -140,6 +145,7 @@ impl CallHead<'_> {
             error: CallError::DeadlineExceeded,
             unprocessed: true,
         })?;
+        let timeout = crate::headers::per_message(timeout);
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -158,6 +164,11 @@ impl CallHead<'_> {
         *request.version_mut() = http::Version::HTTP_2;
         let headers = request.headers_mut();
         *headers = self.metadata.clone();
+        for name in PER_CALL {
+            if let Some(value) = headers.get_mut(name) {
+                *value = crate::headers::per_message(value.clone());
+            }
+        }
         headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
         headers.insert(TE, TE_TRAILERS);
         headers.insert(GRPC_TIMEOUT, timeout);
@@ -435,6 +446,42 @@ mod tests {
         let mut data = framed;
         assert_eq!(unframe(&mut data, 100).as_deref(), Ok(&b"hello"[..]));
         assert!(data.is_empty());
+    }
+
+    #[test]
+    fn values_new_on_every_call_are_never_indexed() {
+        let mut metadata = HeaderMap::new();
+        metadata.insert(X_REQUEST_ID, HeaderValue::from_static("4bf92f3577b34da6"));
+        metadata.insert(
+            TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        metadata.insert(
+            crate::headers::X_FORWARDED_PROTO,
+            HeaderValue::from_static("http"),
+        );
+        let path = http::uri::PathAndQuery::from_static("/p.S/M");
+        let authority = Authority::from_static("upstream:50051");
+        let head = CallHead {
+            path: &path,
+            metadata: &metadata,
+            scheme: &Scheme::HTTP,
+            authority: &authority,
+            deadline: Deadline::start(std::time::Duration::from_secs(5), None),
+            previous_attempts: 0,
+        };
+        let request = head.request(UpstreamBody::new(Bytes::new())).expect("head");
+        let headers = request.headers();
+        for name in ["x-request-id", "traceparent", "grpc-timeout"] {
+            assert!(headers[name].is_sensitive(), "{name} is never indexed");
+        }
+        for name in ["x-forwarded-proto", "content-type", "te"] {
+            assert!(!headers[name].is_sensitive(), "{name} repeats: indexed");
+        }
+        assert!(
+            !metadata[X_REQUEST_ID].is_sensitive(),
+            "the caller's copy is untouched"
+        );
     }
 
     #[test]
