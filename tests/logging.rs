@@ -10,27 +10,27 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A routes.toml for the Everything service on an upstream nobody serves.
-fn routes(dir: &Path) -> std::path::PathBuf {
-    let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("proto");
+/// A routes.toml for the Everything service on the upstream at `endpoint`,
+/// after the tables in `head`.
+fn routes(dir: &Path, endpoint: &str, head: &str) -> std::path::PathBuf {
     let path = dir.join("routes.toml");
     std::fs::write(
         &path,
         format!(
-            r#"
+            r#"{head}
 [proto]
 files = ["testing/v1/everything.proto"]
-include = ['{}']
+include = ['{proto}']
 
-[upstreams.everything]
-endpoints = ["http://127.0.0.1:9"]
+[upstreams.echo]
+endpoints = ["http://{endpoint}"]
 
 [[routes]]
 service = "testing.v1.EverythingService"
-upstream = "everything"
+upstream = "echo"
 auth = "none"
 "#,
-            proto.display()
+            proto = support::PROTO_DIR,
         ),
     )
     .expect("write routes.toml");
@@ -40,7 +40,8 @@ auth = "none"
 #[test]
 fn logs_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = routes(dir.path());
+    // An upstream nobody serves: only start-up lines are read.
+    let config = routes(dir.path(), "127.0.0.1:9", "");
     let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -233,34 +234,8 @@ async fn listening_addresses(
 async fn a_log_reader_that_stops_costs_dropped_lines_not_stalled_requests() {
     let echo = support::spawn_scripted(support::pool(), support::Reply::Echo).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("routes.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[server]
-access_log = true
-
-[admin]
-listen = "127.0.0.1:0"
-
-[proto]
-files = ["testing/v1/everything.proto"]
-include = ['{proto}']
-
-[upstreams.echo]
-endpoints = ["http://{addr}"]
-
-[[routes]]
-service = "testing.v1.EverythingService"
-upstream = "echo"
-auth = "none"
-"#,
-            proto = support::PROTO_DIR,
-            addr = echo.addr,
-        ),
-    )
-    .expect("write routes.toml");
+    let head = "[server]\naccess_log = true\n\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let config = routes(dir.path(), &echo.addr.to_string(), head);
     let mut child = serve_with_json_logs(&config, &["--log-buffer-lines", "16"]);
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));

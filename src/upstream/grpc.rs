@@ -166,7 +166,7 @@ impl CallHead<'_> {
         *headers = self.metadata.clone();
         for name in PER_CALL {
             if let Some(value) = headers.get_mut(name) {
-                *value = crate::headers::per_message(value.clone());
+                value.set_sensitive(true);
             }
         }
         headers.insert(header::CONTENT_TYPE, CONTENT_TYPE_GRPC);
