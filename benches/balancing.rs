@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use protogate::upstream::outlier::{Outcome, OutlierConfig};
 use protogate::upstream::retry::RetryBudget;
-use protogate::upstream::{Discovery, Pool, PoolConfig, RetrySettings};
+use protogate::upstream::{CancelPolicy, Discovery, Pool, PoolConfig, RetrySettings};
 
 async fn pool(endpoints: &[SocketAddr]) -> Pool {
     Pool::start(PoolConfig {
@@ -36,6 +36,11 @@ async fn pool(endpoints: &[SocketAddr]) -> Pool {
         },
         health: None,
         tls: None,
+        cancel: CancelPolicy {
+            burst: 10,
+            per_second: 5.0,
+            max_left_running: 100,
+        },
     })
     .await
 }

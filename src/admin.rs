@@ -110,6 +110,11 @@ async fn config(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> 
                 "timeout_ms": millis(config.timeout),
                 "max_message_bytes": config.max_message_bytes,
                 "max_concurrent_calls": config.max_concurrent_calls,
+                "cancel_budget": {
+                    "burst": pool.cancel.burst,
+                    "per_second": pool.cancel.per_second,
+                    "max_left_running": pool.cancel.max_left_running,
+                },
             })
         })
         .collect();

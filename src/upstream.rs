@@ -4,6 +4,7 @@
 //! binding's [`Target`] says which upstream and method it calls, with what
 //! budget and retry policy.
 
+pub mod cancel;
 mod connection;
 pub mod deadline;
 pub mod discovery;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use cancel::CancelPolicy;
 pub use connection::{BoxError, UpstreamBody};
 pub use deadline::Deadline;
 pub use discovery::Discovery;

@@ -17,7 +17,9 @@ use super::edge::{
 use super::idempotency::IdempotencySection;
 use super::rate_limit::RateLimitsSection;
 use super::upstream::defaults as upstream_defaults;
-use super::upstream::{HealthCheckSection, OutlierSection, RetryBudgetSection};
+use super::upstream::{
+    CancelBudgetSection, HealthCheckSection, OutlierSection, RetryBudgetSection,
+};
 
 pub use super::route_section::{
     CustomPattern, HttpRuleSection, MethodSection, RouteSection, SseSection,
@@ -290,6 +292,9 @@ pub struct UpstreamSection {
     /// How many retries the upstream may take.
     #[serde(default)]
     pub retry_budget: RetryBudgetSection,
+    /// How calls whose client left are cancelled.
+    #[serde(default)]
+    pub cancel_budget: CancelBudgetSection,
     /// First delay before a retry that may repeat work.
     #[serde(
         default = "upstream_defaults::retry_backoff",

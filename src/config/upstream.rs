@@ -72,6 +72,22 @@ pub struct RetryBudgetSection {
     pub window: Spanned<Duration>,
 }
 
+/// `cancel_budget = { ... }`: how a connection cancels calls whose client
+/// left (see `upstream::cancel`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBudgetSection {
+    /// Resets one connection may send at once.
+    #[serde(default = "defaults::cancel_burst")]
+    pub burst: u32,
+    /// Resets regained per second.
+    #[serde(default = "defaults::cancel_per_second")]
+    pub per_second: Spanned<f64>,
+    /// Abandoned calls one connection keeps running beyond the budget.
+    #[serde(default = "defaults::cancel_max_left_running")]
+    pub max_left_running: usize,
+}
+
 /// `retry = { on = [...], attempts = N }` on a route or method.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,6 +108,16 @@ impl Default for OutlierSection {
             base_ejection_time: defaults::base_ejection_time(),
             max_ejection_time: defaults::max_ejection_time(),
             max_ejection_percent: defaults::max_ejection_percent(),
+        }
+    }
+}
+
+impl Default for CancelBudgetSection {
+    fn default() -> Self {
+        CancelBudgetSection {
+            burst: defaults::cancel_burst(),
+            per_second: defaults::cancel_per_second(),
+            max_left_running: defaults::cancel_max_left_running(),
         }
     }
 }
@@ -154,6 +180,17 @@ pub(super) mod defaults {
     }
     pub(crate) fn budget_window() -> Spanned<Duration> {
         Spanned::new(0..0, Duration::from_secs(10))
+    }
+    // Half of h2's 20 pending-accept resets at once; 5 a second with the
+    // burst on top stays under Netty's 200 in 30 seconds.
+    pub(crate) fn cancel_burst() -> u32 {
+        10
+    }
+    pub(crate) fn cancel_per_second() -> Spanned<f64> {
+        Spanned::new(0..0, 5.0)
+    }
+    pub(crate) fn cancel_max_left_running() -> usize {
+        100
     }
     pub(crate) fn max_concurrent_calls() -> Spanned<usize> {
         Spanned::new(0..0, 1024)

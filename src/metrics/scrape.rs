@@ -115,7 +115,7 @@ impl Live {
         upstreams: &[Arc<Upstream>],
     ) -> std::fmt::Result {
         type Read = fn(&crate::upstream::endpoint::Endpoint) -> u64;
-        let per_endpoint: [(Descriptor, Read); 9] = [
+        let per_endpoint: [(Descriptor, Read); 12] = [
             (
                 (
                     "upstream_endpoint_connections",
@@ -187,6 +187,30 @@ impl Live {
                     MetricType::Counter,
                 ),
                 |e| e.connections_lost(),
+            ),
+            (
+                (
+                    "upstream_endpoint_abandoned_calls_reset",
+                    "Calls whose client left that were cancelled upstream at once (RST_STREAM)",
+                    MetricType::Counter,
+                ),
+                |e| e.abandoned_calls_reset(),
+            ),
+            (
+                (
+                    "upstream_endpoint_abandoned_calls_left_running",
+                    "Calls whose client left that were left to finish: their connection's reset budget was spent",
+                    MetricType::Counter,
+                ),
+                |e| e.abandoned_calls_left_running(),
+            ),
+            (
+                (
+                    "upstream_endpoint_abandoned_calls_running",
+                    "Calls whose client left that are still running to their end or deadline",
+                    MetricType::Gauge,
+                ),
+                |e| e.abandoned_calls_running() as u64,
             ),
         ];
         let endpoints: Vec<_> = upstreams

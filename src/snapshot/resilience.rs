@@ -1,5 +1,6 @@
 //! Compiles an upstream's resilience settings — active health checks,
-//! outlier ejection and the retry budget — checking each value's range.
+//! outlier ejection, the retry budget and the cancel budget — checking each
+//! value's range.
 
 use std::time::Duration;
 
@@ -8,9 +9,9 @@ use toml::Spanned;
 use crate::config::ConfigError;
 use crate::config::file::UpstreamSection;
 use crate::config::upstream::{HealthCheckSection, OutlierSection};
-use crate::upstream::RetrySettings;
 use crate::upstream::health::HealthConfig;
 use crate::upstream::outlier::OutlierConfig;
+use crate::upstream::{CancelPolicy, RetrySettings};
 
 /// Health checks more often than this would be load, not a check.
 const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
@@ -97,5 +98,28 @@ pub(super) fn retry_settings(s: &UpstreamSection, errors: &mut Vec<ConfigError>)
         backoff: s.retry_backoff,
         backoff_max: s.retry_backoff_max.max(s.retry_backoff),
         min_remaining: s.retry_min_remaining,
+    }
+}
+
+pub(super) fn cancel_policy(s: &UpstreamSection, errors: &mut Vec<ConfigError>) -> CancelPolicy {
+    let budget = &s.cancel_budget;
+    let per_second = *budget.per_second.get_ref();
+    if !(per_second.is_finite() && per_second >= 0.0) {
+        errors.push(
+            ConfigError::at(
+                budget.per_second.span(),
+                "cancel_budget per_second must be a number, 0 or more",
+            )
+            .hint("the resets a connection regains per second; the default is 5"),
+        );
+    }
+    CancelPolicy {
+        burst: budget.burst,
+        per_second: if per_second.is_finite() {
+            per_second.max(0.0)
+        } else {
+            0.0
+        },
+        max_left_running: budget.max_left_running,
     }
 }

@@ -18,7 +18,7 @@ use crate::upstream::discovery::etcd::EtcdConfig;
 use crate::upstream::tls::ClientTls;
 use crate::upstream::{Discovery, PoolConfig, UpstreamConfig};
 
-use super::resilience::{health_config, outlier_config, retry_settings};
+use super::resilience::{cancel_policy, health_config, outlier_config, retry_settings};
 
 /// Every upstream, compiled, in index order.
 #[derive(Debug, Default)]
@@ -74,6 +74,7 @@ pub(super) fn compile(
         let health = s.health_check.as_ref().map(|h| health_config(h, errors));
         let outlier = outlier_config(&s.outlier, errors);
         let retry = retry_settings(s, errors);
+        let cancel = cancel_policy(s, errors);
         compiled
             .index
             .insert(name.get_ref().clone(), compiled.configs.len());
@@ -90,6 +91,7 @@ pub(super) fn compile(
                 outlier,
                 health,
                 tls,
+                cancel,
             },
             timeout: s.timeout,
             max_message_bytes: s.max_message_bytes,

@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use self::first_settings::FirstSettings;
+use super::cancel::{CancelPolicy, Cancellations};
 use super::pool::PoolConfig;
 use crate::backoff::Backoff;
 
@@ -82,6 +83,8 @@ pub(super) struct Slot {
     pub(super) last_error: ArcSwapOption<String>,
     /// What happened to this slot's connections, for metrics.
     pub(super) events: ConnectionEvents,
+    /// Its connection's reset budget for calls whose client left.
+    pub(super) cancellations: Cancellations,
 }
 
 /// How often connections failed to come up or went down, per slot.
@@ -98,12 +101,13 @@ pub(super) struct ConnectionEvents {
 // === impl Slot ===
 
 impl Slot {
-    pub(super) fn new(authority: Authority) -> Slot {
+    pub(super) fn new(authority: Authority, cancel: CancelPolicy) -> Slot {
         Slot {
             authority,
             sender: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             events: ConnectionEvents::default(),
+            cancellations: Cancellations::new(cancel),
         }
     }
 
@@ -128,6 +132,7 @@ pub(super) async fn run_slot(
         match dial(&slot.authority, &config).await {
             Ok((sender, connection)) => {
                 tracing::debug!(upstream = %config.name, endpoint = %slot.authority, "connected");
+                slot.cancellations.renew();
                 // Published before start-up is signalled, so it sees a ready connection.
                 slot.sender.store(Some(Arc::new(sender)));
                 slot.last_error.store(None);

@@ -14,6 +14,7 @@ use http::uri::Authority;
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::{oneshot, watch};
 
+use super::cancel::Cancellations;
 use super::connection::{ConnectionEvents, Slot, UpstreamBody, run_slot};
 use super::outlier::Outlier;
 use super::pool::PoolConfig;
@@ -41,6 +42,8 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct Lease {
     endpoint: Arc<Endpoint>,
+    /// The slot whose connection it is.
+    slot: Arc<Slot>,
     /// The HTTP/2 connection handle (streams multiplex on it).
     pub sender: SendRequest<UpstreamBody>,
 }
@@ -63,7 +66,7 @@ impl Endpoint {
         let mut slots = Vec::new();
         let mut first_attempts = Vec::new();
         for index in 0..config.connections_per_endpoint() {
-            let slot = Arc::new(Slot::new(authority.clone()));
+            let slot = Arc::new(Slot::new(authority.clone(), config.cancel));
             let (attempted, first_attempt) = oneshot::channel();
             // Slot `index` lives on worker `index % workers`, which its calls prefer.
             workers::spawn_on(
@@ -145,6 +148,25 @@ impl Endpoint {
         self.sum(|e| &e.lost)
     }
 
+    /// Calls whose client left, reset at once, over its slots.
+    pub fn abandoned_calls_reset(&self) -> u64 {
+        (self.slots.iter())
+            .map(|s| s.cancellations.reset.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Calls whose client left that are still running, over its slots.
+    pub fn abandoned_calls_running(&self) -> usize {
+        self.slots.iter().map(|s| s.cancellations.running()).sum()
+    }
+
+    /// Calls whose client left, left to finish, over its slots.
+    pub fn abandoned_calls_left_running(&self) -> u64 {
+        (self.slots.iter())
+            .map(|s| s.cancellations.left_running.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn sum(&self, counter: fn(&ConnectionEvents) -> &AtomicU64) -> u64 {
         self.slots
             .iter()
@@ -162,19 +184,20 @@ impl Endpoint {
     /// slots so that a slot that is down does not hand its share to one
     /// neighbour.
     pub fn lease(self: &Arc<Self>) -> Option<Lease> {
-        let sender = self.local_slot().or_else(|| self.any_slot())?;
+        let (slot, sender) = self.local_slot().or_else(|| self.any_slot())?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.calls.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             endpoint: self.clone(),
+            slot: slot.clone(),
             sender: SendRequest::clone(&sender),
         })
     }
 
     /// A live slot of the calling worker's, taking turns among them.
-    fn local_slot(&self) -> Option<Arc<SendRequest<UpstreamBody>>> {
+    fn local_slot(&self) -> Option<LiveSlot<'_>> {
         let (worker, workers) = (workers::current()?, workers::count());
-        let mine = || (self.slots.iter().skip(worker).step_by(workers)).filter_map(|s| s.live());
+        let mine = || (self.slots.iter().skip(worker).step_by(workers)).filter_map(live_slot);
         let live = mine().count();
         if live == 0 {
             return None;
@@ -187,7 +210,7 @@ impl Endpoint {
     }
 
     /// A live slot, taking turns among them.
-    fn any_slot(&self) -> Option<Arc<SendRequest<UpstreamBody>>> {
+    fn any_slot(&self) -> Option<LiveSlot<'_>> {
         let live = self.connected();
         if live == 0 {
             return None;
@@ -197,10 +220,17 @@ impl Endpoint {
         // live one (if any) takes the turn.
         self.slots
             .iter()
-            .filter_map(|s| s.live())
+            .filter_map(live_slot)
             .nth(turn)
-            .or_else(|| self.slots.iter().find_map(|s| s.live()))
+            .or_else(|| self.slots.iter().find_map(live_slot))
     }
+}
+
+/// A slot and its live connection.
+type LiveSlot<'a> = (&'a Arc<Slot>, Arc<SendRequest<UpstreamBody>>);
+
+fn live_slot(slot: &Arc<Slot>) -> Option<LiveSlot<'_>> {
+    slot.live().map(|sender| (slot, sender))
 }
 
 impl Drop for Endpoint {
@@ -221,6 +251,22 @@ impl Lease {
     /// Where the request goes (for the request URI).
     pub fn authority(&self) -> &Authority {
         &self.endpoint.authority
+    }
+
+    /// Its connection's budget for cancelling calls whose client left.
+    pub(super) fn cancellations(&self) -> &Cancellations {
+        &self.slot.cancellations
+    }
+
+    /// A second lease on the same connection, for a call that outlives its
+    /// caller (see [`super::cancel`]); it counts as a call in flight.
+    pub(super) fn detach(&self) -> Lease {
+        self.endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            endpoint: self.endpoint.clone(),
+            slot: self.slot.clone(),
+            sender: self.sender.clone(),
+        }
     }
 }
 

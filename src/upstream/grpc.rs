@@ -14,7 +14,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
+use hyper::client::conn::TrySendError;
 
+use super::cancel::{AnswerBody, PendingAnswer};
 use super::connection::{MAX_METADATA_BYTES, UpstreamBody};
 use super::deadline::Deadline;
 use super::endpoint::Lease;
@@ -183,8 +185,9 @@ impl CallHead<'_> {
 }
 
 /// One attempt on a leased connection, bounded by `deadline`. Dropping the
-/// returned future (the deadline firing) resets the HTTP/2 stream, which
-/// the upstream sees as a cancellation.
+/// returned future at the deadline resets the HTTP/2 stream, which the
+/// upstream sees as a cancellation; dropping it before (the client left)
+/// abandons the call, reset or left to finish as [`super::cancel`] says.
 pub async fn attempt(
     lease: &mut Lease,
     upstream: &str,
@@ -193,7 +196,9 @@ pub async fn attempt(
     max_message_bytes: usize,
 ) -> Result<UnaryReply, Failed> {
     let call = async {
-        let response = send(lease, upstream, request).await?;
+        let response = PendingAnswer::send(lease, request, deadline)
+            .await
+            .map_err(|e| send_failed(e, upstream))?;
         read_reply(response, upstream, max_message_bytes)
             .await
             .map_err(|error| Failed {
@@ -217,18 +222,18 @@ pub(super) async fn send(
     upstream: &str,
     request: Request<UpstreamBody>,
 ) -> Result<http::Response<hyper::body::Incoming>, Failed> {
-    lease
-        .sender
-        .try_send_request(request)
-        .await
-        .map_err(|mut e| {
-            let never_sent = e.take_message().is_some();
-            let error = e.into_error();
-            Failed {
-                unprocessed: never_sent || refused_unprocessed(&error),
-                error: CallError::Transport(exchange_failed(&error, upstream)),
-            }
-        })
+    (lease.sender.try_send_request(request).await).map_err(|e| send_failed(e, upstream))
+}
+
+/// A request that got no response head: whether the upstream provably did
+/// not process it decides whether a retry is safe.
+fn send_failed(mut e: TrySendError<Request<UpstreamBody>>, upstream: &str) -> Failed {
+    let never_sent = e.take_message().is_some();
+    let error = e.into_error();
+    Failed {
+        unprocessed: never_sent || refused_unprocessed(&error),
+        error: CallError::Transport(exchange_failed(&error, upstream)),
+    }
 }
 
 /// Whether the upstream refused the stream without processing it: it
@@ -265,13 +270,33 @@ pub(super) fn check_head(parts: &http::response::Parts, upstream: &str) -> Resul
 }
 
 async fn read_reply(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<AnswerBody<'_>>,
     upstream: &str,
     max_message_bytes: usize,
 ) -> Result<UnaryReply, CallError> {
+    let (parts, mut body) = response.into_parts();
+    let read = read_message(&parts, &mut body, upstream, max_message_bytes).await;
+    // Read to its end or refused: nothing of it is left to run on.
+    body.discard();
+    let (message, trailers) = read?;
+    Ok(UnaryReply {
+        message,
+        headers: parts.headers,
+        trailers,
+        endpoint: None,
+        retries: 0,
+    })
+}
+
+/// The one message and the trailers of an OK answer.
+async fn read_message(
+    parts: &http::response::Parts,
+    body: &mut AnswerBody<'_>,
+    upstream: &str,
+    max_message_bytes: usize,
+) -> Result<(Bytes, HeaderMap), CallError> {
     let bad = |reason: String| CallError::Transport(bad_response(upstream, reason));
-    let (parts, body) = response.into_parts();
-    check_head(&parts, upstream)?;
+    check_head(parts, upstream)?;
     // Trailers-only: the status is in the headers and there is no body (so
     // an OK status this way is a bad response: see `status_error`).
     if parts.headers.contains_key(GRPC_STATUS) {
@@ -301,13 +326,7 @@ async fn read_reply(
     if !data.is_empty() {
         return Err(bad("a unary response carried more than one message".into()));
     }
-    Ok(UnaryReply {
-        message,
-        headers: parts.headers,
-        trailers,
-        endpoint: None,
-        retries: 0,
-    })
+    Ok((message, trailers))
 }
 
 /// Takes exactly one uncompressed message off the front of `data`.

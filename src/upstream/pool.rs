@@ -17,6 +17,7 @@ use http::uri::{Authority, Scheme};
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 
+use super::cancel::CancelPolicy;
 use super::discovery::{Discovery, Endpoints};
 use super::endpoint::{Endpoint, Lease};
 use super::health::{self, HealthConfig};
@@ -50,6 +51,8 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// TLS settings, for an upstream reached over TLS (`https://`).
     pub tls: Option<Arc<ClientTls>>,
+    /// How calls whose client left are cancelled.
+    pub cancel: CancelPolicy,
 }
 
 /// The endpoints of one upstream.

@@ -311,7 +311,8 @@ pub enum Reply {
     /// Wait, then reply.
     Delay(Duration, Box<Reply>),
     /// Tell `arrived` the call is here, wait for a permit of `release`
-    /// (the test's go), then reply.
+    /// (the test's go), then reply; a reset before the go counts as
+    /// cancelled.
     Hold {
         arrived: Arc<tokio::sync::Notify>,
         release: Arc<tokio::sync::Semaphore>,
@@ -497,7 +498,9 @@ async fn handle_scripted(
                 reply,
             } => {
                 arrived.notify_one();
+                let guard = CancelGuard(cancelled.clone(), true);
                 release.acquire().await.expect("open semaphore").forget();
+                std::mem::forget(guard);
                 plan = *reply;
             }
             Reply::Echo => return ok(frame(&raw)),
