@@ -116,9 +116,14 @@ pub fn upstream(
 
 /// `metadata` without the values gRPC metadata cannot carry.
 fn visible_ascii_only(metadata: HeaderMap) -> HeaderMap {
+    let visible = |value: &HeaderValue| value.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b));
+    // Nearly always nothing is dropped: keep the map instead of copying it.
+    if metadata.values().all(visible) {
+        return metadata;
+    }
     let mut kept = HeaderMap::with_capacity(metadata.len());
     for (name, value) in &metadata {
-        if value.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b)) {
+        if visible(value) {
             kept.append(name.clone(), value.clone());
         } else {
             tracing::debug!(header = %name, "value outside visible ASCII not forwarded upstream");
@@ -222,6 +227,26 @@ mod tests {
             HeaderValue::from_str(value).expect("ascii"),
         );
         h
+    }
+
+    #[test]
+    fn values_outside_visible_ascii_are_not_forwarded() {
+        let mut metadata = HeaderMap::new();
+        metadata.append("x-tenant", HeaderValue::from_static("acme"));
+        metadata.append("x-tenant", HeaderValue::from_static("beta"));
+        metadata.append("x-region", HeaderValue::from_static("eu west"));
+        assert_eq!(visible_ascii_only(metadata.clone()), metadata, "kept whole");
+        let obs_text = HeaderValue::from_bytes(b"caf\xc3\xa9").expect("obs-text");
+        metadata.append("x-region", obs_text);
+        metadata.append(
+            "x-label",
+            HeaderValue::from_bytes(b"tab\there").expect("htab"),
+        );
+        let kept = visible_ascii_only(metadata);
+        assert_eq!(kept.get_all("x-tenant").iter().count(), 2);
+        let regions: Vec<_> = kept.get_all("x-region").iter().collect();
+        assert_eq!(regions, ["eu west"]);
+        assert!(!kept.contains_key("x-label"));
     }
 
     #[test]
