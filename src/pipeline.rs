@@ -33,7 +33,7 @@ use crate::route::RouteError;
 use crate::route::path::normalize;
 use crate::snapshot::Snapshot;
 use crate::trace::{Exporter, FinishedSpan, Trace};
-use crate::upstream::{Deadline, deadline};
+use crate::upstream::{Deadline, IfAbandoned, deadline};
 
 mod answer;
 mod grpc_web;
@@ -414,9 +414,25 @@ async fn serve(
         .response_cache
         .as_ref()
         .filter(|_| plan.cache.gateway_cacheable(&parts.method, personal));
+    // A keyed write is never left running once its client leaves: its key
+    // is released for the retry, which must not be the write's second run.
+    let if_abandoned = match ticket {
+        Some(_) => IfAbandoned::Reset,
+        None => IfAbandoned::FollowBudget,
+    };
     let call_upstream = || {
         fetch(
-            snapshot, plan, &found, &parts, body, &identity, request_id, deadline, trace, observed,
+            snapshot,
+            plan,
+            &found,
+            &parts,
+            body,
+            &identity,
+            request_id,
+            deadline,
+            if_abandoned,
+            trace,
+            observed,
         )
     };
     let (answer, cache_status, age) = match cache {

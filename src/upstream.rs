@@ -26,7 +26,7 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use cancel::CancelPolicy;
+pub use cancel::{CancelPolicy, IfAbandoned};
 pub use connection::{BoxError, UpstreamBody};
 pub use deadline::Deadline;
 pub use discovery::Discovery;
@@ -246,6 +246,7 @@ impl Upstream {
                 &mut lease,
                 &self.name,
                 http,
+                request.if_abandoned,
                 deadline,
                 self.max_message_bytes,
             )

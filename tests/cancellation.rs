@@ -17,8 +17,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 /// An upstream that holds every call until the test releases it, and a
-/// gateway with one connection to it and `cancel_budget`.
-async fn held(cancel_budget: &str, route_timeout: &str) -> (Scripted, TestGateway, Arc<Semaphore>) {
+/// gateway with one connection to it, `cancel_budget`, and `route_extra`
+/// in the route's table.
+async fn held(cancel_budget: &str, route_extra: &str) -> (Scripted, TestGateway, Arc<Semaphore>) {
     let release = Arc::new(Semaphore::new(0));
     let reply = Reply::Hold {
         arrived: Arc::new(Notify::new()),
@@ -29,20 +30,25 @@ async fn held(cancel_budget: &str, route_timeout: &str) -> (Scripted, TestGatewa
     let toml = everything_toml_with(
         scripted.addr,
         &format!("cancel_budget = {cancel_budget}"),
-        &format!("timeout = \"{route_timeout}\""),
+        route_extra,
     );
     let gateway = spawn_gateway(&toml).await;
     (scripted, gateway, release)
 }
 
-/// `count` clients post to the held upstream and leave once every call has
-/// reached it.
-async fn clients_leave(gateway: &TestGateway, scripted: &Scripted, count: usize) {
+/// `count` clients send `request(i)` to the held upstream and leave once
+/// every call has reached it.
+async fn clients_leave(
+    scripted: &Scripted,
+    count: usize,
+    request: impl Fn(usize) -> reqwest::RequestBuilder,
+) {
+    let before = scripted.call_count();
     let clients: Vec<_> = (0..count)
-        .map(|_| tokio::spawn(post_echo(gateway).send()))
+        .map(|i| tokio::spawn(request(i).send()))
         .collect();
     wait_until("every call reaches the upstream", || {
-        scripted.call_count() == count
+        scripted.call_count() == before + count
     })
     .await;
     for client in clients {
@@ -77,8 +83,8 @@ fn cancelled(scripted: &Scripted) -> usize {
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_departures_resets_only_the_budget_and_keeps_the_connection() {
     let budget = "{ burst = 3, per_second = 0.001, max_left_running = 100 }";
-    let (scripted, gateway, release) = held(budget, "60s").await;
-    clients_leave(&gateway, &scripted, 10).await;
+    let (scripted, gateway, release) = held(budget, "timeout = \"60s\"").await;
+    clients_leave(&scripted, 10, |_| post_echo(&gateway)).await;
     let endpoint = endpoint(&gateway);
     wait_until("every departure is handled", || {
         endpoint.abandoned_calls_reset() + endpoint.abandoned_calls_left_running() == 10
@@ -121,8 +127,8 @@ async fn a_burst_of_departures_resets_only_the_budget_and_keeps_the_connection()
 #[tokio::test(start_paused = true)]
 async fn beyond_max_left_running_a_departure_is_reset_anyway() {
     let budget = "{ burst = 0, per_second = 0, max_left_running = 2 }";
-    let (scripted, gateway, release) = held(budget, "60s").await;
-    clients_leave(&gateway, &scripted, 5).await;
+    let (scripted, gateway, release) = held(budget, "timeout = \"60s\"").await;
+    clients_leave(&scripted, 5, |_| post_echo(&gateway)).await;
     let endpoint = endpoint(&gateway);
     wait_until("the upstream sees the resets", || cancelled(&scripted) == 3).await;
     assert_eq!(endpoint.abandoned_calls_left_running(), 2);
@@ -138,9 +144,9 @@ async fn beyond_max_left_running_a_departure_is_reset_anyway() {
 #[tokio::test(start_paused = true)]
 async fn a_call_left_running_is_still_cancelled_at_its_deadline() {
     let budget = "{ burst = 0, per_second = 0 }";
-    let (scripted, gateway, _release) = held(budget, "2s").await;
+    let (scripted, gateway, _release) = held(budget, "timeout = \"2s\"").await;
     let started = Instant::now();
-    clients_leave(&gateway, &scripted, 1).await;
+    clients_leave(&scripted, 1, |_| post_echo(&gateway)).await;
     let endpoint = endpoint(&gateway);
     wait_until("the departure is handled", || {
         endpoint.abandoned_calls_left_running() == 1
@@ -165,9 +171,9 @@ async fn a_call_left_running_is_still_cancelled_at_its_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn within_the_budget_a_departure_cancels_the_call_at_once() {
-    let (scripted, gateway, _release) = held("{}", "60s").await;
+    let (scripted, gateway, _release) = held("{}", "timeout = \"60s\"").await;
     let started = Instant::now();
-    clients_leave(&gateway, &scripted, 1).await;
+    clients_leave(&scripted, 1, |_| post_echo(&gateway)).await;
     wait_until("the upstream sees the reset", || cancelled(&scripted) == 1).await;
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -177,4 +183,27 @@ async fn within_the_budget_a_departure_cancels_the_call_at_once() {
     let endpoint = endpoint(&gateway);
     assert_eq!(endpoint.abandoned_calls_reset(), 1);
     assert_eq!(endpoint.abandoned_calls_left_running(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_holding_an_idempotency_key_is_reset_not_left_running() {
+    // With no budget at all, an unkeyed write would be left running; a keyed
+    // one is reset, since its key is released for the client's retry.
+    let route = "timeout = \"60s\"\nidempotency = { ttl = \"1h\" }";
+    let (scripted, gateway, _release) = held("{ burst = 0, per_second = 0 }", route).await;
+    clients_leave(&scripted, 1, |_| {
+        post_echo(&gateway).header("idempotency-key", "\"order-1\"")
+    })
+    .await;
+    wait_until("the upstream sees the reset", || cancelled(&scripted) == 1).await;
+    let endpoint = endpoint(&gateway);
+    assert_eq!(endpoint.abandoned_calls_reset(), 1);
+    assert_eq!(endpoint.abandoned_calls_left_running(), 0);
+    // The same budget leaves an unkeyed write running.
+    clients_leave(&scripted, 1, |_| post_echo(&gateway)).await;
+    wait_until("the departure is handled", || {
+        endpoint.abandoned_calls_left_running() == 1
+    })
+    .await;
+    assert_eq!(cancelled(&scripted), 1);
 }

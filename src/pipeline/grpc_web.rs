@@ -27,7 +27,7 @@ use crate::snapshot::Snapshot;
 use crate::stream::{StreamError, Streamed};
 use crate::trace::Trace;
 use crate::upstream::{
-    CallError, Deadline, MessageStream, StreamBody, StreamRequest, UnaryRequest,
+    CallError, Deadline, IfAbandoned, MessageStream, StreamBody, StreamRequest, UnaryRequest,
 };
 
 /// One gRPC-Web request, as the pipeline received it.
@@ -107,6 +107,7 @@ impl WebCall<'_> {
             path: plan.upstream.grpc_path.clone(),
             framed: frames.framed,
             metadata,
+            if_abandoned: IfAbandoned::FollowBudget,
         };
         self.unary(binding, request, deadline, observed).await
     }

@@ -18,7 +18,7 @@ use crate::route::path::normalize;
 use crate::snapshot::Snapshot;
 use crate::trace::Trace;
 use crate::transcode::{self, request::HttpInput};
-use crate::upstream::{CallError, Deadline, UnaryRequest};
+use crate::upstream::{CallError, Deadline, IfAbandoned, UnaryRequest};
 
 /// A successful write invalidates what the gateway cached for its target
 /// URI and for the binding's surrogate keys (RFC 9111 §4.4).
@@ -52,6 +52,7 @@ pub(super) async fn fetch(
     identity: &Identity,
     request_id: &HeaderValue,
     deadline: Deadline,
+    if_abandoned: IfAbandoned,
     trace: &Trace,
     observed: &mut Observed,
 ) -> Result<Answer, GatewayError> {
@@ -82,6 +83,7 @@ pub(super) async fn fetch(
         path: plan.upstream.grpc_path.clone(),
         framed,
         metadata,
+        if_abandoned,
     };
     let called = Instant::now();
     let reply = upstream
@@ -173,6 +175,7 @@ pub(super) async fn refetch(
         &identity,
         request_id,
         deadline,
+        IfAbandoned::FollowBudget,
         // A background refresh is no client's request: a trace of its own,
         // and nothing to report.
         &Trace::start(&HeaderMap::new(), false),

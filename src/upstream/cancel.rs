@@ -62,6 +62,18 @@ pub(super) struct Cancellations {
     pub(super) left_running: AtomicU64,
 }
 
+/// What a unary call's caller allows once it stops waiting for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAbandoned {
+    /// Reset it, or leave it to finish, as its connection's budget says.
+    FollowBudget,
+    /// Always reset it: finishing it would do what nobody can see done
+    /// (a write holding an idempotency key, whose key is released when its
+    /// client leaves so that a retry runs: that retry must not be the
+    /// second time the write happens).
+    Reset,
+}
+
 /// What to do with one abandoned call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
@@ -95,18 +107,12 @@ impl Cancellations {
         *self.lock() = Bucket::full(&self.policy);
     }
 
-    /// Decides, and counts, what becomes of one abandoned call. A
+    /// Decides, and counts, what becomes of one abandoned call; a reset
+    /// spends the budget whatever `allowed` says. A
     /// [`Verdict::LeaveRunning`] must be followed by [`Self::finished`].
-    pub(super) fn abandoned(&self) -> Verdict {
-        let verdict = if self.lock().take(&self.policy) {
-            Verdict::Reset
-        } else if (self
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.policy.max_left_running).then_some(n + 1)
-            }))
-        .is_ok()
-        {
+    pub(super) fn abandoned(&self, allowed: IfAbandoned) -> Verdict {
+        let spent = !self.lock().take(&self.policy);
+        let verdict = if spent && allowed == IfAbandoned::FollowBudget && self.start_running() {
             Verdict::LeaveRunning
         } else {
             Verdict::Reset
@@ -117,6 +123,16 @@ impl Cancellations {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         verdict
+    }
+
+    /// Counts one more call left running, unless the bound is reached.
+    fn start_running(&self) -> bool {
+        let bound = self.policy.max_left_running;
+        (self.running)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// A call left running has ended.
@@ -167,11 +183,13 @@ type AnswerHead = Pin<
     >,
 >;
 
-/// Where an abandoned call goes: its connection and its deadline.
+/// Where an abandoned call goes: its connection, its deadline and what its
+/// caller allows.
 #[derive(Clone, Copy)]
 struct Owner<'a> {
     lease: &'a Lease,
     deadline: Deadline,
+    allowed: IfAbandoned,
 }
 
 /// A part of an exchange its caller stopped waiting for.
@@ -190,7 +208,7 @@ impl Owner<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.lease.cancellations().abandoned() == Verdict::Reset {
+        if self.lease.cancellations().abandoned(self.allowed) == Verdict::Reset {
             return;
         }
         let left = LeftRunning(self.lease.detach());
@@ -236,17 +254,19 @@ pub(super) struct PendingAnswer<'a> {
 
 impl<'a> PendingAnswer<'a> {
     /// Sends `request` on `lease`'s connection; the call's deadline bounds
-    /// how long it may run on if abandoned.
+    /// how long it may run on if abandoned, and `allowed` whether it may.
     pub(super) fn send(
         lease: &'a mut Lease,
         request: Request<UpstreamBody>,
         deadline: Deadline,
+        allowed: IfAbandoned,
     ) -> PendingAnswer<'a> {
         let head: AnswerHead = Box::pin(lease.sender.try_send_request(request));
         PendingAnswer {
             owner: Owner {
                 lease: &*lease,
                 deadline,
+                allowed,
             },
             head: Some(head),
         }
@@ -352,7 +372,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_beyond_the_budget_is_left_running_up_to_the_bound() {
         let cancellations = Cancellations::new(policy(3, 1.0, 2));
-        let verdicts: Vec<_> = (0..7).map(|_| cancellations.abandoned()).collect();
+        let verdicts: Vec<_> = (0..7)
+            .map(|_| cancellations.abandoned(IfAbandoned::FollowBudget))
+            .collect();
         use Verdict::{LeaveRunning, Reset};
         let expected = [
             Reset,
@@ -367,38 +389,57 @@ mod tests {
         assert_eq!(cancellations.reset.load(Ordering::Relaxed), 5);
         assert_eq!(cancellations.left_running.load(Ordering::Relaxed), 2);
         assert_eq!(cancellations.running(), 2);
-        // One finishes: room for one more.
+        // One finishes: room for one more, but not for a call that must be reset.
         cancellations.finished();
-        assert_eq!(cancellations.abandoned(), LeaveRunning);
+        assert_eq!(cancellations.abandoned(IfAbandoned::Reset), Reset);
+        assert_eq!(
+            cancellations.abandoned(IfAbandoned::FollowBudget),
+            LeaveRunning
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_refills_at_its_rate_up_to_the_burst() {
         let cancellations = Cancellations::new(policy(2, 4.0, 0));
-        assert_eq!(cancellations.abandoned(), Verdict::Reset);
-        assert_eq!(cancellations.abandoned(), Verdict::Reset);
+        assert_eq!(
+            cancellations.abandoned(IfAbandoned::FollowBudget),
+            Verdict::Reset
+        );
+        assert_eq!(
+            cancellations.abandoned(IfAbandoned::FollowBudget),
+            Verdict::Reset
+        );
         // Spent, and nothing may be left running: counted as reset anyway.
-        assert_eq!(cancellations.abandoned(), Verdict::Reset);
+        assert_eq!(
+            cancellations.abandoned(IfAbandoned::FollowBudget),
+            Verdict::Reset
+        );
         assert_eq!(cancellations.left_running.load(Ordering::Relaxed), 0);
         let spent = Cancellations::new(policy(2, 4.0, 10));
-        spent.abandoned();
-        spent.abandoned();
-        assert_eq!(spent.abandoned(), Verdict::LeaveRunning);
+        spent.abandoned(IfAbandoned::FollowBudget);
+        spent.abandoned(IfAbandoned::FollowBudget);
+        assert_eq!(
+            spent.abandoned(IfAbandoned::FollowBudget),
+            Verdict::LeaveRunning
+        );
         tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(
-            spent.abandoned(),
+            spent.abandoned(IfAbandoned::FollowBudget),
             Verdict::Reset,
             "a quarter second regains one"
         );
-        assert_eq!(spent.abandoned(), Verdict::LeaveRunning);
+        assert_eq!(
+            spent.abandoned(IfAbandoned::FollowBudget),
+            Verdict::LeaveRunning
+        );
         tokio::time::advance(Duration::from_secs(60)).await;
         let regained = (0..5)
-            .filter(|_| spent.abandoned() == Verdict::Reset)
+            .filter(|_| spent.abandoned(IfAbandoned::FollowBudget) == Verdict::Reset)
             .count();
         assert_eq!(regained, 2, "never more than the burst");
         spent.renew();
         assert_eq!(
-            spent.abandoned(),
+            spent.abandoned(IfAbandoned::FollowBudget),
             Verdict::Reset,
             "a new connection, a full budget"
         );

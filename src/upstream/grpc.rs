@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::client::conn::TrySendError;
 
-use super::cancel::{AnswerBody, PendingAnswer};
+use super::cancel::{AnswerBody, IfAbandoned, PendingAnswer};
 use super::connection::{MAX_METADATA_BYTES, UpstreamBody};
 use super::deadline::Deadline;
 use super::endpoint::Lease;
@@ -39,6 +39,8 @@ pub struct UnaryRequest {
     pub framed: Bytes,
     /// Metadata to send (already filtered).
     pub metadata: HeaderMap,
+    /// Whether the call may be left to finish if its caller stops waiting.
+    pub if_abandoned: IfAbandoned,
 }
 
 /// A successful (grpc-status 0) answer.
@@ -192,11 +194,12 @@ pub async fn attempt(
     lease: &mut Lease,
     upstream: &str,
     request: Request<UpstreamBody>,
+    if_abandoned: IfAbandoned,
     deadline: Deadline,
     max_message_bytes: usize,
 ) -> Result<UnaryReply, Failed> {
     let call = async {
-        let response = PendingAnswer::send(lease, request, deadline)
+        let response = PendingAnswer::send(lease, request, deadline, if_abandoned)
             .await
             .map_err(|e| send_failed(e, upstream))?;
         read_reply(response, upstream, max_message_bytes)

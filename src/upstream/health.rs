@@ -10,6 +10,7 @@ use http::HeaderMap;
 use http::uri::{PathAndQuery, Scheme};
 use prost::Message;
 
+use super::cancel::IfAbandoned;
 use super::deadline::Deadline;
 use super::endpoint::Endpoint;
 use super::grpc::{self, UnaryRequest};
@@ -104,11 +105,22 @@ async fn check(
         path: PathAndQuery::from_static("/grpc.health.v1.Health/Check"),
         framed: grpc::frame(|b| message.encode_raw(b), message.encoded_len()),
         metadata: HeaderMap::new(),
+        // Dropped only with its endpoint: nobody is left to want the answer.
+        if_abandoned: IfAbandoned::Reset,
     };
     let deadline = Deadline::start(config.timeout, None);
     let attempt = async {
         let http = request.to_http(scheme, lease.authority(), deadline, 0)?;
-        grpc::attempt(&mut lease, upstream, http, deadline, MAX_ANSWER_BYTES).await
+        let allowed = request.if_abandoned;
+        grpc::attempt(
+            &mut lease,
+            upstream,
+            http,
+            allowed,
+            deadline,
+            MAX_ANSWER_BYTES,
+        )
+        .await
     };
     match attempt.await {
         Ok(reply) => match HealthCheckResponse::decode(reply.message) {
