@@ -115,11 +115,7 @@ pub(super) fn cancel_policy(s: &UpstreamSection, errors: &mut Vec<ConfigError>) 
     }
     CancelPolicy {
         burst: budget.burst,
-        per_second: if per_second.is_finite() {
-            per_second.max(0.0)
-        } else {
-            0.0
-        },
+        per_second,
         max_left_running: budget.max_left_running,
     }
 }

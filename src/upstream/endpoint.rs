@@ -15,7 +15,7 @@ use hyper::client::conn::http2::SendRequest;
 use tokio::sync::{oneshot, watch};
 
 use super::cancel::Cancellations;
-use super::connection::{ConnectionEvents, Slot, UpstreamBody, run_slot};
+use super::connection::{Slot, UpstreamBody, run_slot};
 use super::outlier::Outlier;
 use super::pool::PoolConfig;
 use crate::workers;
@@ -135,24 +135,22 @@ impl Endpoint {
 
     /// Dials that failed, over its slots.
     pub fn dial_failures(&self) -> u64 {
-        self.sum(|e| &e.dial_failures)
+        self.sum(|s| &s.events.dial_failures)
     }
 
     /// Connections the upstream closed cleanly (GOAWAY), over its slots.
     pub fn connections_closed_by_upstream(&self) -> u64 {
-        self.sum(|e| &e.closed_by_upstream)
+        self.sum(|s| &s.events.closed_by_upstream)
     }
 
     /// Connections lost to an error, over its slots.
     pub fn connections_lost(&self) -> u64 {
-        self.sum(|e| &e.lost)
+        self.sum(|s| &s.events.lost)
     }
 
     /// Calls whose client left, reset at once, over its slots.
     pub fn abandoned_calls_reset(&self) -> u64 {
-        (self.slots.iter())
-            .map(|s| s.cancellations.reset.load(Ordering::Relaxed))
-            .sum()
+        self.sum(|s| &s.cancellations.reset)
     }
 
     /// Calls whose client left that are still running, over its slots.
@@ -162,15 +160,14 @@ impl Endpoint {
 
     /// Calls whose client left, left to finish, over its slots.
     pub fn abandoned_calls_left_running(&self) -> u64 {
-        (self.slots.iter())
-            .map(|s| s.cancellations.left_running.load(Ordering::Relaxed))
-            .sum()
+        self.sum(|s| &s.cancellations.left_running)
     }
 
-    fn sum(&self, counter: fn(&ConnectionEvents) -> &AtomicU64) -> u64 {
+    /// One of its slots' counters, over its slots.
+    fn sum(&self, counter: fn(&Slot) -> &AtomicU64) -> u64 {
         self.slots
             .iter()
-            .map(|s| counter(&s.events).load(Ordering::Relaxed))
+            .map(|s| counter(s).load(Ordering::Relaxed))
             .sum()
     }
 
