@@ -5,6 +5,8 @@
 #   benches/compare.sh                 # ROUNDS=3 DURATION=10 (the harness's defaults)
 #   ROUNDS=5 benches/compare.sh
 #   ACCESS_LOG=true benches/compare.sh # the same with protogate's access log on
+#   PGO=1 benches/compare.sh           # the profile-guided build of benches/pgo.sh
+#   PROTOGATE_BIN=path benches/compare.sh   # a binary built beforehand
 #
 # After the harness's table it prints protogate's ratios to structured-proxy
 # and to the nginx hop (CPU us/req and req/s), its p99 against direct gRPC and
@@ -22,7 +24,14 @@ if [ ! -d "$BENCH_DIR" ]; then
   chmod -R u+w "$BENCH_DIR"
 fi
 "$BENCH_DIR/setup.sh"
-cargo build --release --locked --bin protogate
+if [ -n "${PROTOGATE_BIN:-}" ]; then
+  GATEWAY_BIN="$PROTOGATE_BIN"
+elif [ "${PGO:-0}" = 1 ]; then
+  GATEWAY_BIN=$("$ROOT/benches/pgo.sh")
+else
+  cargo build --release --locked --bin protogate
+  GATEWAY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/protogate"
+fi
 cat > "$BENCH_DIR/gen/protogate.toml" <<TOML
 # protogate in front of the harness's upstream (bench.v1.BookService), with
 # the per-answer work a browser-facing deployment does switched on: CORS,
@@ -50,7 +59,7 @@ TOML
 cd "$BENCH_DIR"
 RUN_DIR="${RUN_DIR:-$BENCH_DIR/runs/$(date +%Y%m%d-%H%M%S)}"
 export RUN_DIR
-GATEWAY_CMD="${CARGO_TARGET_DIR:-$ROOT/target}/release/protogate serve --config $BENCH_DIR/gen/protogate.toml" \
+GATEWAY_CMD="$GATEWAY_BIN serve --config $BENCH_DIR/gen/protogate.toml" \
 GATEWAY_URL=http://127.0.0.1:8090 GATEWAY_NAME=protogate \
   ./run.sh
 "$ROOT/benches/compare_ratios.py" "$RUN_DIR" protogate
