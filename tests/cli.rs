@@ -347,6 +347,9 @@ impl Serving {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The heap's page size follows this variable (src/main.rs); a test
+        // that wants it sets it itself.
+        command.env_remove("MIMALLOC_ALLOW_THP");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -470,4 +473,63 @@ fn check_warns_about_a_public_cache_policy_on_a_route_that_forwards_authorizatio
         "{stderr}"
     );
     assert!(stderr.contains("GET /v1/echo"), "{stderr}");
+}
+
+/// `THP_enabled` of a running process's /proc/PID/status: whether its new
+/// anonymous memory may get transparent huge pages.
+fn huge_pages_enabled(serving: &Serving) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", serving.child.id()))
+        .expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line in /proc/PID/status:\n{status}"));
+    line.split_whitespace().nth(1) == Some("1")
+}
+
+fn plain_routes() -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+{proto}
+[upstreams.bookstore]
+endpoints = ["http://127.0.0.1:9"]
+
+[[routes]]
+service = "bookstore.v1.Bookstore"
+upstream = "bookstore"
+auth = "none"
+"#,
+        proto = proto_section("bookstore/v1/bookstore.proto")
+    )
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_heap_is_kept_off_huge_pages_unless_mimalloc_allow_thp_is_set() {
+    // The flag is inherited: the test's own process must still allow huge
+    // pages, or the second half could not tell the two cases apart.
+    let own = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    assert!(
+        own.lines()
+            .any(|line| line.split_whitespace().eq(["THP_enabled:", "1"])),
+        "this kernel or this test's parent has transparent huge pages off:\n{own}"
+    );
+    let default = Serving::start(&plain_routes(), &[("RUST_LOG", "info")]);
+    default.until("protogate listening");
+    assert!(
+        !huge_pages_enabled(&default),
+        "by default the process must have transparent huge pages off"
+    );
+
+    let chosen = Serving::start(
+        &plain_routes(),
+        &[("RUST_LOG", "info"), ("MIMALLOC_ALLOW_THP", "1")],
+    );
+    chosen.until("protogate listening");
+    assert!(
+        huge_pages_enabled(&chosen),
+        "MIMALLOC_ALLOW_THP=1 must leave huge pages to mimalloc"
+    );
 }
