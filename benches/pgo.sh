@@ -53,9 +53,10 @@ TRAINEE="$PGO_DIR/generate/$host/release/protogate"
 GW=http://127.0.0.1:8080
 DEMO_PID=""
 trap '[ -z "$DEMO_PID" ] || kill "$DEMO_PID" 2>/dev/null || true' EXIT
-RUST_LOG=warn "$TRAINEE" demo >/dev/null 2>&1 & DEMO_PID=$!
+DEMO_LOG="$PGO_DIR/demo.log"
+RUST_LOG=warn "$TRAINEE" demo >/dev/null 2>"$DEMO_LOG" & DEMO_PID=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "$GW/v1/shelves" && break; sleep 0.1; done
-curl -sf -o /dev/null "$GW/v1/shelves" || { echo "pgo.sh: the demo did not start" >&2; exit 1; }
+curl -sf -o /dev/null "$GW/v1/shelves" || { echo "pgo.sh: the demo did not start:" >&2; cat "$DEMO_LOG" >&2; exit 1; }
 TOKEN=$("$TRAINEE" token --scope bookstore.write)
 
 LUA_DIR=$(mktemp -d)
