@@ -477,9 +477,9 @@ fn check_warns_about_a_public_cache_policy_on_a_route_that_forwards_authorizatio
 
 /// `THP_enabled` of a running process's /proc/PID/status: whether its new
 /// anonymous memory may get transparent huge pages.
-fn huge_pages_enabled(serving: &Serving) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", serving.child.id()))
-        .expect("read /proc/PID/status");
+fn huge_pages_enabled(pid: u32) -> bool {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
     let line = status
         .lines()
         .find(|line| line.starts_with("THP_enabled:"))
@@ -487,6 +487,8 @@ fn huge_pages_enabled(serving: &Serving) -> bool {
     line.split_whitespace().nth(1) == Some("1")
 }
 
+/// A routes.toml with one public route whose upstream is never called: enough
+/// for `serve` to start listening.
 fn plain_routes() -> String {
     format!(
         r#"[server]
@@ -510,16 +512,14 @@ auth = "none"
 fn the_heap_is_kept_off_huge_pages_unless_mimalloc_allow_thp_is_set() {
     // The flag is inherited: the test's own process must still allow huge
     // pages, or the second half could not tell the two cases apart.
-    let own = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     assert!(
-        own.lines()
-            .any(|line| line.split_whitespace().eq(["THP_enabled:", "1"])),
-        "this kernel or this test's parent has transparent huge pages off:\n{own}"
+        huge_pages_enabled(std::process::id()),
+        "this kernel or this test's parent has transparent huge pages off"
     );
     let default = Serving::start(&plain_routes(), &[("RUST_LOG", "info")]);
     default.until("protogate listening");
     assert!(
-        !huge_pages_enabled(&default),
+        !huge_pages_enabled(default.child.id()),
         "by default the process must have transparent huge pages off"
     );
 
@@ -529,7 +529,7 @@ fn the_heap_is_kept_off_huge_pages_unless_mimalloc_allow_thp_is_set() {
     );
     chosen.until("protogate listening");
     assert!(
-        huge_pages_enabled(&chosen),
+        huge_pages_enabled(chosen.child.id()),
         "MIMALLOC_ALLOW_THP=1 must leave huge pages to mimalloc"
     );
 }
