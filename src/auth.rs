@@ -206,7 +206,11 @@ impl Policy {
         let mut refused: Option<AuthError> = None;
         for way in &self.ways {
             let verified = match way {
-                Way::Jwt(provider, s) if s == source => provider.verify(&credential).await,
+                // Boxed: the verification's future (a key fetch) is large,
+                // and public routes' requests would carry its size too.
+                Way::Jwt(provider, s) if s == source => {
+                    Box::pin(provider.verify(&credential)).await
+                }
                 Way::ApiKey(keys, s) if s == source => keys
                     .verify(&credential)
                     .map(|identity| (identity, Map::new()))

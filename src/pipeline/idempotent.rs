@@ -61,10 +61,8 @@ pub(super) async fn begin(
     // A gateway that dies mid-call holds the key no longer than the call could run.
     let lease = deadline.remaining().max(std::time::Duration::from_secs(1));
     Ok(
-        match store
-            .begin(policy, &scope, &key, fingerprint, lease)
-            .await?
-        {
+        // Boxed: only keyed writes pay for the store's future (see `serve`).
+        match Box::pin(store.begin(policy, &scope, &key, fingerprint, lease)).await? {
             Begun::Run(ticket) => Keyed::Call(Some(ticket)),
             Begun::Replay(answer) => Keyed::Replayed(replay(answer)),
         },
