@@ -68,7 +68,7 @@ where
 {
     let decompressing = ServiceBuilder::new()
         .layer(RequestDecompressionLayer::new())
-        .map_request(|request: http::Request<DecompressionBody<Body>>| request.map(Body::new))
+        .map_request(|request: http::Request<DecompressionBody<Body>>| request.map(request_body))
         .service(pipeline)
         .map_response(IntoResponse::into_response);
     let compressing = match &policy.compression {
@@ -93,6 +93,16 @@ where
                 .service(contained),
         ),
         None => BoxCloneSyncService::new(contained),
+    }
+}
+
+/// The body the pipeline reads. One that ended before it began (a GET's)
+/// is handed on as empty, which the pipeline sees without reading it or
+/// arming a timer for the read: a decoder over no bytes yields none either.
+fn request_body(body: DecompressionBody<Body>) -> Body {
+    match http_body::Body::is_end_stream(body.get_ref()) {
+        true => Body::empty(),
+        false => Body::new(body),
     }
 }
 

@@ -179,6 +179,9 @@ impl Limits {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
         let limit = self.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
