@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// Headers a served answer typically gains after its upstream metadata.
+const ADDED_HEADERS: usize = 14;
+
 /// Builds the HTTP answer: cache headers, 304 on a matching If-None-Match,
 /// no body for HEAD.
 pub(super) fn respond(
@@ -18,7 +21,11 @@ pub(super) fn respond(
 ) -> Result<Response, GatewayError> {
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
-    *headers = answer.headers;
+    // Room for what this answer gains below and on its way out (cache
+    // policy, request id, timing, CORS), so the map is not rehashed as the
+    // headers arrive, twice per answer when it started from the stored map.
+    headers.reserve(answer.headers.len() + ADDED_HEADERS);
+    headers.extend(answer.headers);
     headers.insert(header::CONTENT_TYPE, answer.content_type);
     // An answer from the cache made no upstream call for this request; the
     // stored duration was another request's (as for an idempotent replay).
@@ -79,22 +86,31 @@ pub(super) fn allow(methods: &[Method]) -> Response {
 }
 
 /// One `Server-Timing` metric (milliseconds, as browsers' devtools expect).
-/// Written on the stack: every answer carries one or two of these. Tenths
-/// of a millisecond are counted in integers: formatting a float with a
-/// precision took a few thousand instructions, a tenth of a cache hit.
-/// Marked never-indexed, as the value is new on every answer (see
-/// [`crate::headers::per_message`]).
+/// Written on the stack with plain integer formatting: every answer
+/// carries one or two of these, and `write!` with a float precision took a
+/// few thousand instructions, a tenth of a cache hit. Marked never-indexed,
+/// as the value is new on every answer (see [`crate::headers::per_message`]).
 pub(super) fn server_timing(name: &str, elapsed: std::time::Duration) -> HeaderValue {
-    use std::io::Write as _;
     let tenths = (elapsed.as_nanos() + 50_000) / 100_000;
-    let mut text = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    let written = write!(cursor, "{name};dur={}.{}", tenths / 10, tenths % 10);
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    let value = written
-        .ok()
-        .and_then(|()| HeaderValue::from_bytes(&text[..len]).ok())
-        .unwrap_or(HeaderValue::from_static("gateway"));
+    let mut whole = itoa::Buffer::new();
+    let parts: [&[u8]; 5] = [
+        name.as_bytes(),
+        b";dur=",
+        whole.format(tenths / 10).as_bytes(),
+        b".",
+        &[b'0' + (tenths % 10) as u8],
+    ];
+    let mut text = [0u8; 96];
+    let mut len = 0;
+    for part in parts {
+        let Some(room) = text.get_mut(len..len + part.len()) else {
+            return HeaderValue::from_static("gateway");
+        };
+        room.copy_from_slice(part);
+        len += part.len();
+    }
+    let value =
+        HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("gateway"));
     crate::headers::per_message(value)
 }
 
@@ -113,6 +129,7 @@ mod tests {
             (Duration::from_micros(1_234), "gw;dur=1.2"),
             (Duration::from_micros(1_250), "gw;dur=1.3"),
             (Duration::from_millis(12_345), "gw;dur=12345.0"),
+            (Duration::from_micros(999_950), "gw;dur=1000.0"),
         ];
         for (elapsed, expected) in cases {
             let value = server_timing("gw", elapsed);
