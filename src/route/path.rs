@@ -104,6 +104,14 @@ pub enum PathError {
 
 /// Normalises a raw URI path (no query string); see the module docs for the rules.
 pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
+    match already_canonical(raw) {
+        Some(canonical) => Ok(canonical),
+        None => by_the_rules(raw),
+    }
+}
+
+/// [`normalize`] by the general rules, for any path.
+fn by_the_rules(raw: &str) -> Result<NormalizedPath, PathError> {
     let rest = match raw.as_bytes().first() {
         None => return Err(PathError::Empty),
         Some(b'/') => &raw[1..],
@@ -150,6 +158,44 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     }
     Ok(NormalizedPath {
         path: out,
+        segments,
+    })
+}
+
+/// The path as it came, when normalising could not change it: absolute,
+/// no escape, backslash, control or non-ASCII byte, and no empty, `.` or
+/// `..` segment (a trailing slash is one). Most requests' paths are; this
+/// finds their segments in one pass, where the general rules took a tenth
+/// of a cache hit's instructions. Anything else takes the general rules.
+fn already_canonical(raw: &str) -> Option<NormalizedPath> {
+    let bytes = raw.as_bytes();
+    if raw == "/" {
+        return Some(NormalizedPath {
+            path: raw.to_owned(),
+            segments: Vec::new(),
+        });
+    }
+    if bytes.first() != Some(&b'/') {
+        return None;
+    }
+    let mut segments = Vec::new();
+    let mut start = 1;
+    for end in 1..=bytes.len() {
+        match bytes.get(end) {
+            None | Some(b'/') => {
+                if matches!(&bytes[start..end], b"" | b"." | b"..") {
+                    return None;
+                }
+                segments.push((start, end));
+                start = end + 1;
+            }
+            Some(b'%' | b'\\') => return None,
+            Some(0x21..=0x7E) => {}
+            Some(_) => return None,
+        }
+    }
+    Some(NormalizedPath {
+        path: raw.to_owned(),
         segments,
     })
 }
@@ -238,6 +284,32 @@ mod tests {
             Ok(p) => p.segments().map(str::to_owned).collect(),
             Err(e) => panic!("{raw:?} should normalise, got {e}"),
         }
+    }
+
+    /// The shortcut for canonical paths must agree with the general rules
+    /// on every path it takes: all paths of up to five characters over an
+    /// alphabet with every byte class the rules treat differently.
+    #[test]
+    fn the_canonical_shortcut_agrees_with_the_general_rules() {
+        let alphabet = ["/", "a", ".", "%", "2", "F", ":", "\\", " ", "\u{7f}", "é"];
+        let mut paths = vec![String::new()];
+        let mut taken = 0;
+        for _ in 0..5 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            for raw in &longer {
+                let Some(fast) = already_canonical(raw) else {
+                    continue;
+                };
+                taken += 1;
+                let general = by_the_rules(raw);
+                assert_eq!(Ok(&fast), general.as_ref(), "{raw:?}");
+            }
+            paths = longer;
+        }
+        assert!(taken > 500, "the shortcut took {taken} paths");
     }
 
     #[test]
