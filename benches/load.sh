@@ -2,7 +2,8 @@
 # Load test of the demo: GET and POST through the gateway (wrk, HTTP/1.1
 # keep-alive) and the same GetBook made directly in gRPC to the same upstream
 # (h2load), in one run. Prints throughput, p50, p99 and the gateway's CPU
-# time per request (user+sys of the gateway process over the measured window).
+# time per request (user+sys of the gateway process over the measured window,
+# and the user part of it).
 # With nginx installed it ends with nginx answering the cache hit's bytes from
 # memory: the floor under the cache-hit row (one HTTP/1.1 answer, nothing else).
 #
@@ -76,6 +77,13 @@ cpu_ticks() { # user+sys of a process and its children (nginx's workers)
   done
   echo "$total"
 }
+user_ticks() { # user time alone: the kernel's share of an answer over loopback
+  local total=0 c  # is the same for every server, so the difference is here
+  for c in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+    total=$((total + $(awk '{print $14}' "/proc/$c/stat")))
+  done
+  echo "$total"
+}
 TCK=$(getconf CLK_TCK)
 
 # Warm-up (discarded).
@@ -83,25 +91,26 @@ wrk -t"$THREADS" -c"$CONNS" -d2s "http://127.0.0.1:$GW_PORT/v1/shelves/1/books/2
 
 run_wrk() { # name url [script] [pid]
   local name=$1 url=$2 script=${3:-} pid=${4:-$GW_PID}
-  local before after out
+  local before after user_before user_after out
   local perf_pid=""
   if [ -n "${PERF_DIR:-}" ]; then
     mkdir -p "$PERF_DIR"
     perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$pid" \
       -o "$PERF_DIR/$(tr ' ' _ <<<"$name").data" 2>/dev/null & perf_pid=$!
   fi
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid"); user_before=$(user_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency ${script:+-s "$script"} "$url")
-  after=$(cpu_ticks "$pid")
+  after=$(cpu_ticks "$pid"); user_after=$(user_ticks "$pid")
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   local rps p50 p99 reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  local cpu_us
+  local cpu_us user_us
   cpu_us=$(awk -v a="$before" -v b="$after" -v t="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (b-a)/t*1e6/n}')
-  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req\n' "$name" "$rps" "$p50" "$p99" "$cpu_us"
+  user_us=$(awk -v a="$user_before" -v b="$user_after" -v t="$TCK" -v n="$reqs" 'BEGIN {printf "%.1f", (b-a)/t*1e6/n}')
+  printf '%-24s %10s req/s  p50 %8s  p99 %8s  server CPU %6s us/req (user %s)\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "$user_us"
 }
 
 run_h2load() { # name
