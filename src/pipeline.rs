@@ -284,12 +284,11 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
     response
 }
 
-/// The branches that await a large future (gRPC-Web, streams, an
-/// upstream call, a token's keys, rate limits, the idempotency store, a
-/// cache miss) box it where it is
-/// awaited: this future is allocated and moved for every request, a cache
-/// hit or a refusal too, and it would otherwise be as large as the largest
-/// branch (5.8 KB; now under 2 KB).
+/// The branches that await a large future (gRPC-Web, streams, an upstream
+/// call, a token's keys, rate limits, the idempotency store, a cache miss)
+/// box it where it is awaited: this future is allocated and moved for every
+/// request, a cache hit or a refusal too, and it would otherwise be as large
+/// as the largest branch (5.8 KB; now under 2 KB).
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     snapshot: &Arc<Snapshot>,

@@ -169,12 +169,6 @@ fn by_the_rules(raw: &str) -> Result<NormalizedPath, PathError> {
 /// of a cache hit's instructions. Anything else takes the general rules.
 fn already_canonical(raw: &str) -> Option<NormalizedPath> {
     let bytes = raw.as_bytes();
-    if raw == "/" {
-        return Some(NormalizedPath {
-            path: raw.to_owned(),
-            segments: Vec::new(),
-        });
-    }
     if bytes.first() != Some(&b'/') {
         return None;
     }
