@@ -11,7 +11,6 @@
 //! `[compression]` changes need no restart.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -20,13 +19,12 @@ use http::header::{CONTENT_ENCODING, ETAG};
 use http::{HeaderMap, HeaderValue};
 use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
-use tower_http::compression::CompressionLayer;
-use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 
 use crate::headers::X_REQUEST_ID;
 
 mod bodyless;
+mod compression;
 pub mod cors;
 mod panics;
 
@@ -73,12 +71,11 @@ where
         .map_response(IntoResponse::into_response);
     let compressing = match &policy.compression {
         Some(compression) => {
-            let layer = compression_layer(compression);
+            let layer = compression::layer(compression);
             Either::Left(
                 ServiceBuilder::new()
                     .layer(BodylessLayer::new(layer.clone()))
-                    .map_response(IntoResponse::into_response)
-                    .layer(layer)
+                    .layer(compression::CompressLayer(layer))
                     .service(decompressing),
             )
         }
@@ -159,43 +156,6 @@ pub(super) fn suffix_etag(headers: &mut HeaderMap, coding: &str) {
     let tagged = format!("{}-{coding}\"", &tag[..tag.len() - 1]);
     if let Ok(value) = HeaderValue::from_str(&tagged) {
         headers.insert(ETAG, value);
-    }
-}
-
-fn compression_layer(
-    compression: &Compression,
-) -> CompressionLayer<impl Predicate + Send + Sync + use<>> {
-    // Already-compressed formats gain nothing and cost CPU.
-    let predicate = SizeAbove::new(u64::from(compression.min_bytes))
-        .and(NotForContentType::GRPC)
-        .and(NotForContentType::IMAGES)
-        .and(NotForContentType::SSE)
-        .and(NotForContentType::const_new("application/zip"))
-        .and(NotForContentType::const_new("application/gzip"))
-        .and(NotForContentType::const_new("application/zstd"))
-        .and(NotForContentType::const_new("video/"))
-        .and(NotForContentType::const_new("audio/"))
-        .and(NotForContentType::const_new("font/woff"))
-        // A stream's messages must reach the client as they are written.
-        .and(|_, _, _: &HeaderMap, extensions: &http::Extensions| {
-            extensions.get::<crate::stream::Streamed>().is_none()
-        });
-    CompressionLayer::new()
-        .gzip(true)
-        .br(true)
-        .zstd(true)
-        .compress_when(Shared(Arc::new(predicate)))
-}
-
-/// A predicate behind one reference count. tower-http clones the predicate
-/// for every response; cloning and dropping the chain above took about 2%
-/// of a cache hit's CPU samples (docs/performance.md).
-#[derive(Clone)]
-struct Shared<P>(Arc<P>);
-
-impl<P: Predicate> Predicate for Shared<P> {
-    fn should_compress<B: http_body::Body>(&self, response: &http::Response<B>) -> bool {
-        self.0.should_compress(response)
     }
 }
 
