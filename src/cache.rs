@@ -102,7 +102,10 @@ impl Policy {
 
     /// Sets the cache headers of a successful GET/HEAD answer and decides
     /// whether it becomes a 304: returns `true` when the client's
-    /// `If-None-Match` matches and the body must be dropped.
+    /// `If-None-Match` matches and the body must be dropped. `tag` is the
+    /// body's ETag if already known (a stored answer's); else it is
+    /// computed here, for GET and HEAD only.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         method: &Method,
@@ -110,6 +113,7 @@ impl Policy {
         authenticated: bool,
         captures: &[(usize, String)],
         body: &[u8],
+        tag: Option<HeaderValue>,
         response: &mut HeaderMap,
     ) -> bool {
         if *method != Method::GET && *method != Method::HEAD {
@@ -135,7 +139,7 @@ impl Policy {
                     .unwrap_or(keys),
             );
         }
-        let tag = etag(body);
+        let tag = tag.unwrap_or_else(|| etag(body));
         let matched = request
             .get_all(IF_NONE_MATCH)
             .iter()

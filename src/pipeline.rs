@@ -245,16 +245,18 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
         X_REQUEST_ID,
         crate::headers::per_message(request_id.clone()),
     );
+    // One clock read for the header, the metrics and the log line.
+    let total = started.elapsed();
     response
         .headers_mut()
-        .append(SERVER_TIMING, server_timing("gateway", started.elapsed()));
+        .append(SERVER_TIMING, server_timing("gateway", total));
     record(
         &gateway.metrics,
         &current.routes,
         &method,
         &observed,
         &response,
-        started,
+        total,
     );
     if let (Some(spans), Some(start)) = (&gateway.spans, wall_start) {
         spans.record(FinishedSpan {
@@ -278,7 +280,7 @@ pub async fn handle(State(gateway): State<Arc<Gateway>>, request: Request) -> Re
             &uri,
             &observed,
             &response,
-            started,
+            total,
         );
     }
     response
@@ -459,9 +461,8 @@ async fn serve(
                 &plan.cache.vary_names,
                 &parts.headers,
             );
-            if let Some(entry) = cache.fresh(&key) {
+            if let Some((entry, age)) = cache.fresh(&key) {
                 // A fresh hit: no surrogate keys, refresh or fetch to build.
-                let age = Some(entry.age());
                 observed.cache = Some(CacheStatus::Hit);
                 return respond(
                     plan,
@@ -470,7 +471,7 @@ async fn serve(
                     personal,
                     entry.answer.clone(),
                     Some(CacheStatus::Hit),
-                    age,
+                    Some(age),
                 );
             }
             let freshness = response_cache::Freshness {

@@ -40,6 +40,9 @@ pub struct Answer {
     pub headers: HeaderMap,
     /// How long the upstream call took (zero when served from cache).
     pub upstream_time: Duration,
+    /// The body's ETag, set when the answer is stored, so that a hit does
+    /// not hash the body again.
+    pub etag: Option<HeaderValue>,
 }
 
 /// A stored answer and its freshness.
@@ -172,10 +175,13 @@ impl ResponseCache {
         self.max_bytes
     }
 
-    /// The entry under `key` if it is fresh: a hit needs no fetch, no
-    /// refresh and no wait, so a caller that finds one skips preparing them.
-    pub fn fresh(&self, key: &str) -> Option<Arc<Entry>> {
-        self.entries.get(key).filter(|entry| entry.is_fresh())
+    /// The entry under `key` and its age in seconds (for `Age`), if it is
+    /// fresh: a hit needs no fetch, no refresh and no wait, so a caller that
+    /// finds one skips preparing them. One clock read serves both.
+    pub fn fresh(&self, key: &str) -> Option<(Arc<Entry>, u64)> {
+        let entry = self.entries.get(key)?;
+        let age = entry.stored.elapsed();
+        (age < entry.fresh_for).then_some((entry, age.as_secs()))
     }
 
     /// Serves `key`: from a fresh entry, from a stale one while `refresh`
@@ -275,10 +281,13 @@ impl ResponseCache {
     fn store(
         &self,
         key: &str,
-        answer: Answer,
+        mut answer: Answer,
         freshness: Freshness,
         keys: Vec<String>,
     ) -> Arc<Entry> {
+        answer
+            .etag
+            .get_or_insert_with(|| crate::cache::validators::etag(&answer.body));
         let entry = Arc::new(Entry {
             answer,
             stored: Instant::now(),

@@ -248,3 +248,29 @@ async fn authenticated_answers_are_never_served_from_the_gateway_cache() {
         "every authenticated call reaches the upstream"
     );
 }
+
+#[tokio::test]
+async fn a_hit_carries_the_etag_of_its_body_and_revalidates_to_a_304() {
+    let scripted = spawn_scripted(pool(), Reply::Echo).await;
+    let gateway = spawn_gateway(&cached_toml(&scripted, "max_age = \"30s\"")).await;
+    let miss = get(&gateway, "stringValue=tagged").await;
+    assert_eq!(miss.headers()["x-cache"], "miss");
+    let tag = miss.headers()["etag"].clone();
+    // The hit's tag is the one stored with the entry, not hashed again:
+    // it must still name the same bytes, and a different body another tag.
+    let hit = get(&gateway, "stringValue=tagged").await;
+    assert_eq!(hit.headers()["x-cache"], "hit");
+    assert_eq!(hit.headers()["etag"], tag);
+    let other = get(&gateway, "stringValue=other").await;
+    assert_ne!(other.headers()["etag"], tag);
+    let revalidated = client()
+        .get(format!("{}/v1/echo?stringValue=tagged", gateway.base))
+        .header("if-none-match", tag.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(revalidated.status(), 304);
+    assert_eq!(revalidated.headers()["x-cache"], "hit");
+    assert_eq!(revalidated.headers()["etag"], tag);
+    assert_eq!(scripted.call_count(), 2, "one call per distinct query");
+}

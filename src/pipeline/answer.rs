@@ -48,6 +48,7 @@ pub(super) fn respond(
         personal,
         captures,
         &answer.body,
+        answer.etag,
         headers,
     );
     if not_modified {

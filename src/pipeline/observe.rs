@@ -3,7 +3,7 @@
 
 use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode};
-use tokio::time::Instant;
+use std::time::Duration;
 
 use crate::metrics::{Metrics, Observation, RouteMetrics};
 use crate::response_cache::CacheStatus;
@@ -52,9 +52,8 @@ pub(super) fn access_log(
     uri: &http::Uri,
     observed: &Observed,
     response: &Response,
-    started: Instant,
+    total: Duration,
 ) {
-    let total = started.elapsed();
     let upstream = observed.upstream.unwrap_or_default();
     let plan = observed.binding.map(|b| snapshot.plans.get(b));
     tracing::info!(
@@ -102,7 +101,7 @@ pub(super) fn record(
     method: &Method,
     observed: &Observed,
     response: &Response,
-    started: Instant,
+    total: Duration,
 ) {
     let status = observed.answered_as.unwrap_or(response.status());
     if let Some(cache) = observed.cache {
@@ -117,7 +116,7 @@ pub(super) fn record(
             binding: observed.binding.map(BindingId::index),
             grpc_web: observed.grpc_web.is_some(),
             status,
-            total: started.elapsed(),
+            total,
             upstream: observed.upstream,
             request_bytes: observed.request_bytes,
             response_bytes: http_body::Body::size_hint(response.body())

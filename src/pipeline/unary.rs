@@ -113,6 +113,7 @@ pub(super) async fn fetch(
         content_type: reply_body.content_type,
         headers,
         upstream_time,
+        etag: None,
     })
 }
 
