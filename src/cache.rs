@@ -129,15 +129,14 @@ impl Policy {
         if let Some(vary) = &self.vary {
             response.append(VARY, vary.clone());
         }
-        if let Some(template) = self.surrogate.as_ref().filter(|t| !t.is_empty())
-            && let Ok(keys) = HeaderValue::from_str(&template.render(captures))
-        {
-            response.insert(SURROGATE_KEY, keys.clone());
-            response.insert(
-                CACHE_TAG,
-                HeaderValue::from_str(&keys.to_str().unwrap_or("").replace(' ', ","))
-                    .unwrap_or(keys),
-            );
+        if let Some(template) = self.surrogate.as_ref().filter(|t| !t.is_empty()) {
+            // Each rendered text becomes its header value without a copy.
+            let keys = template.render(captures);
+            let tags = keys.replace(' ', ",");
+            if let Ok(keys) = HeaderValue::try_from(keys) {
+                response.insert(SURROGATE_KEY, keys.clone());
+                response.insert(CACHE_TAG, HeaderValue::try_from(tags).unwrap_or(keys));
+            }
         }
         let tag = tag.unwrap_or_else(|| etag(body));
         let matched = request

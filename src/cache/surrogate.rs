@@ -80,7 +80,8 @@ impl SurrogateTemplate {
     }
 
     pub(super) fn render(&self, captures: &[(usize, String)]) -> String {
-        let mut out = String::new();
+        // Room for typical keys, so the text is not regrown as it is written.
+        let mut out = String::with_capacity(64);
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),

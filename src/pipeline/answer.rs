@@ -63,10 +63,16 @@ pub(super) fn respond(
         response.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(response);
     }
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(answer.body.len()));
-    if parts.method != Method::HEAD {
-        *response.body_mut() = Body::from(answer.body);
+    // hyper writes a body's exact length as Content-Length, formatted
+    // straight into its write buffer; a HEAD answer has no body to tell it.
+    match parts.method == Method::HEAD {
+        true => {
+            let length = HeaderValue::from(answer.body.len());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length);
+        }
+        false => *response.body_mut() = Body::from(answer.body),
     }
     Ok(response)
 }
