@@ -40,8 +40,9 @@ pub struct Answer {
     pub headers: HeaderMap,
     /// How long the upstream call took (zero when served from cache).
     pub upstream_time: Duration,
-    /// The body's ETag, set when the answer is stored, so that a hit does
-    /// not hash the body again.
+    /// The body's ETag (GET and HEAD answers), computed where the answer
+    /// is made: a stored answer keeps it, so a hit does not hash the body
+    /// again.
     pub etag: Option<HeaderValue>,
 }
 
@@ -281,13 +282,10 @@ impl ResponseCache {
     fn store(
         &self,
         key: &str,
-        mut answer: Answer,
+        answer: Answer,
         freshness: Freshness,
         keys: Vec<String>,
     ) -> Arc<Entry> {
-        answer
-            .etag
-            .get_or_insert_with(|| crate::cache::validators::etag(&answer.body));
         let entry = Arc::new(Entry {
             answer,
             stored: Instant::now(),

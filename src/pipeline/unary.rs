@@ -108,12 +108,15 @@ pub(super) async fn fetch(
     if let Some(location) = reply_body.location {
         headers.insert(header::LOCATION, location);
     }
+    // Only GET and HEAD answers carry one, and every one of them does.
+    let etag = matches!(parts.method, Method::GET | Method::HEAD)
+        .then(|| crate::cache::etag(&reply_body.body));
     Ok(Answer {
         body: reply_body.body,
         content_type: reply_body.content_type,
         headers,
         upstream_time,
-        etag: None,
+        etag,
     })
 }
 
