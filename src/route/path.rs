@@ -118,7 +118,7 @@ fn by_the_rules(raw: &str) -> Result<NormalizedPath, PathError> {
         Some(_) => return Err(PathError::NotAbsolute),
     };
     let mut out = String::with_capacity(raw.len());
-    let mut segments: Vec<(usize, usize)> = Vec::new();
+    let mut segments: Vec<(usize, usize)> = Vec::with_capacity(bytecount(raw.as_bytes(), b'/'));
     // Whether the output ends with a slash. RFC 3986 §5.2.4 keeps one after a
     // final `.`/`..` as well as after a literal trailing slash.
     let mut trailing = false;
@@ -172,7 +172,9 @@ fn already_canonical(raw: &str) -> Option<NormalizedPath> {
     if bytes.first() != Some(&b'/') {
         return None;
     }
-    let mut segments = Vec::new();
+    // One allocation of the right size: grown by pushes, the list was
+    // reallocated for any path of more than four segments.
+    let mut segments = Vec::with_capacity(bytecount(bytes, b'/'));
     let mut start = 1;
     for end in 1..=bytes.len() {
         match bytes.get(end) {
@@ -192,6 +194,10 @@ fn already_canonical(raw: &str) -> Option<NormalizedPath> {
         path: raw.to_owned(),
         segments,
     })
+}
+
+fn bytecount(bytes: &[u8], byte: u8) -> usize {
+    bytes.iter().filter(|&&b| b == byte).count()
 }
 
 /// Appends one raw segment to `out`, validating bytes and normalising escapes.
