@@ -11,13 +11,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
+use tower::util::MapResponse;
+use tower::util::future::MapResponseFuture;
 use tower::{Layer, Service};
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::{CompressionBody, CompressionLayer};
@@ -60,7 +62,9 @@ impl<S, P: Predicate> Layer<S> for CompressLayer<P> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Compress {
-            inner: self.0.layer(MarkEncoded { inner }),
+            inner: self
+                .0
+                .layer(MapResponse::new(inner, mark_encoded as MarkEncoded)),
         }
     }
 }
@@ -68,8 +72,11 @@ impl<S, P: Predicate> Layer<S> for CompressLayer<P> {
 /// The service [`CompressLayer`] makes.
 #[derive(Clone)]
 pub(super) struct Compress<S, P> {
-    inner: tower_http::compression::Compression<MarkEncoded<S>, P>,
+    inner: tower_http::compression::Compression<MapResponse<S, MarkEncoded>, P>,
 }
+
+/// [`mark_encoded`], as the type of the service below the layer.
+type MarkEncoded = fn(Response) -> Response;
 
 impl<S, P> Service<Request> for Compress<S, P>
 where
@@ -78,7 +85,9 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Unwrapped<tower_http::compression::ResponseFuture<Marked<S::Future>, P>>;
+    type Future = Unwrapped<
+        tower_http::compression::ResponseFuture<MapResponseFuture<S::Future, MarkEncoded>, P>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -121,48 +130,12 @@ where
 struct EncodedBefore;
 
 /// Below the compression layer: marks an answer it will not recompress.
-#[derive(Clone)]
-pub(super) struct MarkEncoded<S> {
-    inner: S,
-}
-
-impl<S> Service<Request> for MarkEncoded<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Marked<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+/// The answer here is a plain `Response<Body>`, cheap to move.
+fn mark_encoded(mut response: Response) -> Response {
+    if response.headers().contains_key(CONTENT_ENCODING) {
+        response.extensions_mut().insert(EncodedBefore);
     }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        Marked {
-            answer: self.inner.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The answer of [`MarkEncoded`].
-    pub(super) struct Marked<F> {
-        #[pin]
-        answer: F,
-    }
-}
-
-impl<F: Future<Output = Result<Response, Infallible>>> Future for Marked<F> {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(mut response) = ready!(self.project().answer.poll(cx));
-        if response.headers().contains_key(CONTENT_ENCODING) {
-            response.extensions_mut().insert(EncodedBefore);
-        }
-        Poll::Ready(Ok(response))
-    }
+    response
 }
 
 /// An answer the layer compressed keeps the coder's body; any other gets
