@@ -83,12 +83,10 @@ where
     };
     let contained = ContainPanicsLayer.layer(compressing.map_response(finish));
     match &policy.cors {
-        Some(cors) => BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .map_response(cors::strip_for_other_origins)
-                .layer(cors.layer(policy.grpc_web))
-                .service(contained),
-        ),
+        Some(cors) => BoxCloneSyncService::new(cors::CorsService::new(
+            cors.layer(policy.grpc_web),
+            contained,
+        )),
         None => BoxCloneSyncService::new(contained),
     }
 }

@@ -80,7 +80,9 @@ pub const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Whether a header may be named in a forwarding allowlist: not hop-by-hop,
-/// not a gRPC protocol header, and not one the gateway sets itself.
+/// not a gRPC protocol header, and not one the gateway sets itself. The
+/// `Access-Control-*` headers are the `[cors]` policy's alone: one from the
+/// upstream could grant an origin the policy refuses.
 pub fn is_forwardable(name: &str) -> bool {
     let gateway_owned = [
         "host",
@@ -96,6 +98,7 @@ pub fn is_forwardable(name: &str) -> bool {
         ":authority",
     ];
     !(name.starts_with("grpc-")
+        || name.starts_with("access-control-")
         || name.starts_with(':')
         || HOP_BY_HOP.contains(&name)
         || gateway_owned.contains(&name))

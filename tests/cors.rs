@@ -200,6 +200,23 @@ async fn requests_without_origin_get_no_access_control_headers() {
 }
 
 #[tokio::test]
+async fn requests_without_origin_vary_as_cross_origin_ones_do() {
+    let (_scripted, gateway) = setup(CORS).await;
+    let without = tokens(&get_from(&gateway, None).await, "vary");
+    for origin in ["https://evil.example.net", "http://localhost:3000"] {
+        let with = tokens(&get_from(&gateway, Some(origin)).await, "vary");
+        assert_eq!(without, with, "from {origin}");
+    }
+    for name in [
+        "origin",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ] {
+        assert!(without.contains(&name.to_string()), "{without:?}");
+    }
+}
+
+#[tokio::test]
 async fn credentials_are_allowed_only_when_configured() {
     let (_scripted, gateway) = setup("[cors]\nallow_origins = [\"http://localhost:3000\"]\n").await;
     let headers = get_from(&gateway, Some("http://localhost:3000")).await;

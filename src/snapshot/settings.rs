@@ -169,7 +169,7 @@ fn forwardable(names: &[Spanned<String>], errors: &mut Vec<ConfigError>) -> Vec<
             Ok(header) if is_forwardable(&lower) => out.push(header),
             Ok(_) => errors.push(
                 ConfigError::at(name.span(), format!("header '{lower}' cannot be forwarded")).hint(
-                    "hop-by-hop, grpc-* and gateway-set headers are never forwarded from a list",
+                    "hop-by-hop, grpc-*, access-control-* and gateway-set headers are never forwarded from a list",
                 ),
             ),
             Err(_) => errors.push(ConfigError::at(
