@@ -207,13 +207,13 @@ async fn requests_without_origin_vary_as_cross_origin_ones_do() {
         let with = tokens(&get_from(&gateway, Some(origin)).await, "vary");
         assert_eq!(without, with, "from {origin}");
     }
-    for name in [
-        "origin",
-        "access-control-request-method",
-        "access-control-request-headers",
-    ] {
-        assert!(without.contains(&name.to_string()), "{without:?}");
-    }
+    // Origins are matched by pattern, methods and headers are fixed lists.
+    assert!(without.contains(&"origin".to_string()), "{without:?}");
+    assert!(
+        !without
+            .iter()
+            .any(|name| name.starts_with("access-control-"))
+    );
 }
 
 #[tokio::test]

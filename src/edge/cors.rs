@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::header::{
-    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ETAG, ORIGIN, RETRY_AFTER, VARY,
-};
+use http::header::{ETAG, ORIGIN, RETRY_AFTER, VARY};
 use http::{HeaderName, HeaderValue, Method};
 use tower::{Layer as _, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -127,18 +125,14 @@ impl Cors {
     }
 }
 
-/// What an answer varies on under CORS, for caches: the request headers a
-/// CORS answer depends on.
-const VARIES_ON: [HeaderName; 3] = [
-    ORIGIN,
-    ACCESS_CONTROL_REQUEST_METHOD,
-    ACCESS_CONTROL_REQUEST_HEADERS,
-];
+/// What an answer varies on under CORS, for caches. Origins are matched by
+/// a predicate while methods and headers are fixed lists, so a CORS answer
+/// depends on the request's Origin alone: what tower-http computes for such
+/// a layer, set explicitly so that the answers without CORS agree.
+const VARIES_ON: [HeaderName; 1] = [ORIGIN];
 
 /// [`VARIES_ON`] as tower-http writes it into `Vary`.
-const VARY_VALUE: HeaderValue = HeaderValue::from_static(
-    "origin, access-control-request-method, access-control-request-headers",
-);
+const VARY_VALUE: HeaderValue = HeaderValue::from_static("origin");
 
 /// CORS around `inner`: tower-http's layer for the requests CORS is about,
 /// only its `Vary` for the rest (see the module docs).
