@@ -12,24 +12,24 @@
 
 use std::convert::Infallible;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::header::{CONTENT_ENCODING, ETAG};
 use http::{HeaderMap, HeaderValue};
 use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer as _, Service, ServiceBuilder, ServiceExt as _};
-use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 
 use crate::headers::X_REQUEST_ID;
 
 mod bodyless;
 mod compression;
 pub mod cors;
+mod decompression;
 mod panics;
 
 use bodyless::BodylessLayer;
 pub use cors::Cors;
+use decompression::Decompress;
 use panics::ContainPanicsLayer;
 
 /// The edge layers' settings, compiled from `[cors]` and `[compression]`.
@@ -64,11 +64,7 @@ where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
-    let decompressing = ServiceBuilder::new()
-        .layer(RequestDecompressionLayer::new())
-        .map_request(|request: http::Request<DecompressionBody<Body>>| request.map(request_body))
-        .service(pipeline)
-        .map_response(IntoResponse::into_response);
+    let decompressing = Decompress::new(pipeline);
     let compressing = match &policy.compression {
         Some(compression) => {
             let layer = compression::layer(compression);
@@ -88,16 +84,6 @@ where
             contained,
         )),
         None => BoxCloneSyncService::new(contained),
-    }
-}
-
-/// The body the pipeline reads. One that ended before it began (a GET's)
-/// is handed on as empty, which the pipeline sees without reading it or
-/// arming a timer for the read: a decoder over no bytes yields none either.
-fn request_body(body: DecompressionBody<Body>) -> Body {
-    match http_body::Body::is_end_stream(body.get_ref()) {
-        true => Body::empty(),
-        false => Body::new(body),
     }
 }
 
