@@ -42,14 +42,11 @@ WORK="$(mktemp -d)"
 NGINX_PID=""
 trap 'kill $GW_PID $CACHED_PID $UP_PID $NGINX_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-sed -e "s|^listen = .*|listen = \"127.0.0.1:$GW_PORT\"|" \
-    -e "s|http://127.0.0.1:50051|http://127.0.0.1:$UP_PORT|" \
-    -e "s|^include = .*|include = [\"$PWD/proto\"]|" \
-    -e "s|^secret_file = \"|secret_file = \"$PWD/|" routes.toml > "$WORK/routes.toml"
-# Access logs off for the measurement: this measures the request path. The
-# admin listener is not needed. The gateway cache is off for the main run
-# (GET must reach the upstream) and on for the cache-hit run.
-sed -i -e "s|^\[server\]|[server]\naccess_log = ${ACCESS_LOG:-false}|" -e '/^\[admin\]/,/^listen/d' "$WORK/routes.toml"
+# Access logs off for the measurement (ACCESS_LOG=true turns them on): this
+# measures the request path. The gateway cache is off for the main run (GET
+# must reach the upstream) and on for the cache-hit run.
+. benches/demo_routes.sh
+demo_routes "$GW_PORT" "$UP_PORT" "${ACCESS_LOG:-false}" > "$WORK/routes.toml"
 sed -e "s|^listen = \"127.0.0.1:$GW_PORT\"|listen = \"127.0.0.1:$((GW_PORT + 1))\"|" "$WORK/routes.toml" > "$WORK/cached.toml"
 sed -i 's/, gateway = true//' "$WORK/routes.toml"
 

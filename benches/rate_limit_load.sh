@@ -35,15 +35,12 @@ redis-server --port 0 --unixsocket "$WORK/redis.sock" --save "" --appendonly no 
 for _ in $(seq 50); do grep -qi "ready to accept connections" "$WORK/redis.log" && break; sleep 0.1; done
 
 LIMIT='rate_limits = [{ name = "bench", key = "ip", rate = 1000000, per = "1s" }]'
+. benches/demo_routes.sh
 config() { # port, extra top-level lines, GetBook lines
-  sed -e "s|^listen = \"127.0.0.1:8080\"|listen = \"127.0.0.1:$1\"|" \
-      -e "s|http://127.0.0.1:50051|http://127.0.0.1:$UP_PORT|" \
-      -e "s|^include = .*|include = [\"$PWD/proto\"]|" \
-      -e "s|^secret_file = \"|secret_file = \"$PWD/|" \
-      -e "s|^\[server\]|$2\n[server]\naccess_log = false|" \
-      -e '/^\[admin\]/,/^listen/d' \
-      -e 's/, gateway = true//' \
-      -e "s|^\[routes.methods.GetBook\]|&\n$3|" routes.toml
+  demo_routes "$1" "$UP_PORT" |
+    sed -e "s|^\[server\]|$2\n[server]|" \
+        -e 's/, gateway = true//' \
+        -e "s|^\[routes.methods.GetBook\]|&\n$3|"
 }
 config "$GW_PORT" "" "" > "$WORK/none.toml"
 config "$((GW_PORT + 1))" "" "$LIMIT" > "$WORK/local.toml"
