@@ -8,6 +8,7 @@
 #   benches/count_server.sh                    # the gateway-cache hit
 #   URL_PATH=/v1/shelves/1/books/2 CACHE=off benches/count_server.sh   # GET through the upstream
 #   N=20000 BIN=old/protogate benches/count_server.sh
+#   ACCESS_LOG=true benches/count_server.sh   # with the access log on (to a file)
 #
 # Counting starts after WARMUP requests (callgrind_control -z), so start-up
 # and first-use costs are left out; the figure is the total over N requests
@@ -30,11 +31,14 @@ GW_PID="" UP_PID=""
 trap 'kill $GW_PID $UP_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 . benches/demo_routes.sh
-demo_routes "$GW_PORT" "$UP_PORT" > "$WORK/routes.toml"
+demo_routes "$GW_PORT" "$UP_PORT" "${ACCESS_LOG:-false}" > "$WORK/routes.toml"
 [ "${CACHE:-on}" = off ] && sed -i 's/, gateway = true//' "$WORK/routes.toml"
 
 RUST_LOG=warn "$BIN" demo --upstream-only --config "$WORK/routes.toml" & UP_PID=$!
-RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
+# The access log's lines are info events of target protogate::access.
+GW_LOG=warn
+[ "${ACCESS_LOG:-false}" = true ] && GW_LOG=warn,protogate::access=info
+RUST_LOG="$GW_LOG" valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN" serve --config "$WORK/routes.toml" 2>"$WORK/gateway.log" & GW_PID=$!
 URL="http://127.0.0.1:$GW_PORT$URL_PATH"
 for _ in $(seq 300); do curl -sf "$URL" >/dev/null && break; sleep 0.2; done
