@@ -18,7 +18,11 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{DefaultFields, Format};
+use tracing_subscriber::fmt::{MakeWriter, SubscriberBuilder};
+
+mod fields;
 
 /// Lines the queue holds by default: about 2.5 MB of access log lines,
 /// several hundred milliseconds of them at the load benchmarks' rates.
@@ -51,20 +55,27 @@ pub fn init(json: bool, buffer_lines: usize) -> Option<Flush> {
         .with_env_filter(filter)
         .with_ansi(ansi);
     if buffer_lines == 0 {
-        let builder = builder.with_writer(io::stderr);
-        match json {
-            true => builder.json().init(),
-            false => builder.init(),
-        }
+        install(builder.with_writer(io::stderr), json, ansi);
         return None;
     }
     let (queue, flush) = start(buffer_lines)?;
-    let builder = builder.with_writer(queue);
-    match json {
-        true => builder.json().init(),
-        false => builder.init(),
-    }
+    install(builder.with_writer(queue), json, ansi);
     Some(flush)
+}
+
+type Builder<W> = SubscriberBuilder<DefaultFields, Format, EnvFilter, W>;
+
+/// Sets the global subscriber: JSON lines, or text lines whose fields are
+/// written by [`fields::PlainFields`] when there are no colours to write.
+fn install<W>(builder: Builder<W>, json: bool, ansi: bool)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    match (json, ansi) {
+        (true, _) => builder.json().init(),
+        (false, true) => builder.init(),
+        (false, false) => builder.fmt_fields(fields::PlainFields).init(),
+    }
 }
 
 /// What goes through the queue.
