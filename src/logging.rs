@@ -185,7 +185,7 @@ mod tests {
 
     /// A writer that records each write it is given.
     #[derive(Clone, Default)]
-    struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+    pub(super) struct Writes(pub(super) Arc<Mutex<Vec<Vec<u8>>>>);
 
     impl Write for Writes {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

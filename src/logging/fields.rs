@@ -158,24 +158,9 @@ fn write_quoted(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use std::io;
-    use std::sync::{Arc, Mutex};
 
     use super::*;
-
-    /// The lines a subscriber wrote.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::tests::Writes;
 
     #[derive(Debug)]
     struct Caused(io::Error);
@@ -242,8 +227,8 @@ mod tests {
     where
         N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
     {
-        let lines = Lines::default();
-        let writer = lines.clone();
+        let writes = Writes::default();
+        let writer = writes.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
             .without_time()
@@ -251,7 +236,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, emit);
-        let bytes = lines.0.lock().expect("lock").clone();
+        let bytes = writes.0.lock().expect("lock").concat();
         String::from_utf8(bytes).expect("utf-8")
     }
 
